@@ -1,0 +1,13 @@
+"""syn2co: self-supervised learning with synthetic data.
+
+Modules:
+    negatives: the hard pool and six strategies for synthetic hard negatives.
+    losses: InfoNCE, MoCo v3 and MoBY losses that take synthetic negatives.
+    queue: the FIFO bank of negatives.
+    samplers: real/synthetic batch mixing with exact per-batch composition.
+    distributed: collective helpers, no-ops without a process group.
+    schedules: cosine schedules and active windows in steps.
+    diagnostics: how hard the negatives are, as plain floats to log.
+"""
+
+__version__ = "0.1.0"

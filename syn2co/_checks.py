@@ -1,0 +1,195 @@
+"""Argument checks shared by every public function of syn2co.
+
+Each check raises a ``ValueError`` or ``TypeError`` whose message names the argument, what was
+expected and what was received, so bad input never surfaces as a stack trace from inside torch.
+
+Shape and dtype checks cost nothing (they read metadata). Checks that read values (finiteness,
+index ranges) synchronise with the device, so they are skipped while ``torch.compile`` traces a
+function: a compiled graph must not branch on data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def _shape(t: Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+
+
+def tracing() -> bool:
+    """True while torch.compile (dynamo) traces the caller: value checks are skipped then."""
+    return bool(torch.compiler.is_compiling())
+
+
+def check_tensor(name: str, value: object) -> Tensor:
+    """The value must be a tensor."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_float(name: str, t: object) -> Tensor:
+    """A floating-point tensor (float16, bfloat16, float32 or float64)."""
+    t = check_tensor(name, t)
+    if not t.is_floating_point():
+        raise TypeError(
+            f"{name}: expected a floating-point tensor (float16/bfloat16/float32/float64), "
+            f"got dtype {t.dtype}"
+        )
+    return t
+
+
+def check_embeddings(
+    name: str,
+    t: object,
+    dims: str,
+    *,
+    dim: int | None = None,
+    sizes: dict[int, tuple[str, int]] | None = None,
+    finite: bool = True,
+) -> Tensor:
+    """A floating-point tensor whose shape is described by ``dims`` (for example ``"(B, D)"``).
+
+    Args:
+        name: Argument name used in the error message.
+        t: The value to check.
+        dims: Expected shape written with one letter per axis, e.g. ``"(B, K, D)"``. Only the
+            number of axes is enforced from it; ``dim`` and ``sizes`` enforce sizes.
+        dim: Required size of the last axis (the embedding dimension), if known.
+        sizes: ``{axis: (letter, size)}`` sizes that must match other arguments.
+        finite: Reject NaN and infinite values (skipped while compiling).
+    """
+    t = check_float(name, t)
+    letters = [s.strip() for s in dims.strip("()").split(",") if s.strip()]
+    if t.ndim != len(letters):
+        raise ValueError(f"{name}: expected shape {dims}, got {_shape(t)}")
+    if dim is not None and t.shape[-1] != dim:
+        raise ValueError(
+            f"{name}: expected shape {dims} with D={dim} (the embedding size of the query), "
+            f"got {_shape(t)}"
+        )
+    for axis, (letter, size) in (sizes or {}).items():
+        if t.shape[axis] != size:
+            raise ValueError(f"{name}: expected shape {dims} with {letter}={size}, got {_shape(t)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty tensor of shape {dims}, got {_shape(t)}")
+    if finite:
+        check_finite(name, t)
+    return t
+
+
+def check_finite(name: str, t: Tensor) -> Tensor:
+    """No NaN or infinite entries (a device sync; skipped while compiling)."""
+    if not tracing() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN or infinite entries")
+    return t
+
+
+def check_mask(name: str, t: object, shape: Sequence[int], dims: str) -> Tensor:
+    """A boolean mask of an exact shape."""
+    t = check_tensor(name, t)
+    if t.dtype != torch.bool:
+        raise TypeError(f"{name}: expected a boolean mask of shape {dims}, got dtype {t.dtype}")
+    if tuple(t.shape) != tuple(shape):
+        want = "(" + ", ".join(str(s) for s in shape) + ")"
+        raise ValueError(f"{name}: expected shape {dims} = {want}, got {_shape(t)}")
+    return t
+
+
+def check_same_device(name: str, t: Tensor, reference_name: str, reference: Tensor) -> None:
+    """``t`` lives on the same device as ``reference``."""
+    if t.device != reference.device:
+        raise ValueError(
+            f"{name}: expected a tensor on {reference.device} (the device of {reference_name}), "
+            f"got one on {t.device}"
+        )
+
+
+def check_int(name: str, value: object, *, minimum: int = 0) -> int:
+    """A Python integer (not a bool) no smaller than ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+
+
+def check_number(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A finite real number inside ``[low, high]`` (ends open where asked)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: expected a finite number in {interval}, got {value}")
+    below = low is not None and (v <= low if low_open else v < low)
+    above = high is not None and (v >= high if high_open else v > high)
+    if below or above:
+        raise ValueError(f"{name}: expected a number in {interval}, got {value}")
+    return v
+
+
+def check_range(
+    name: str, value: object, *, low: float, high: float | None = None
+) -> tuple[float, float]:
+    """A pair ``(lo, hi)`` with ``low <= lo <= hi <= high``."""
+    if (
+        not isinstance(value, tuple | list)
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int | float) for v in value)
+    ):
+        raise TypeError(f"{name}: expected a pair of numbers (lo, hi), got {value!r}")
+    lo, hi = float(value[0]), float(value[1])
+    top = "inf" if high is None else str(high)
+    if (
+        not (math.isfinite(lo) and math.isfinite(hi))
+        or lo < low
+        or hi < lo
+        or (high is not None and hi > high)
+    ):
+        raise ValueError(
+            f"{name}: expected {low} <= lo <= hi <= {top}, got ({value[0]}, {value[1]})"
+        )
+    return lo, hi
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """One of a fixed set of strings."""
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return str(value)
+
+
+def check_generator(name: str, generator: object) -> torch.Generator | None:
+    """None or a ``torch.Generator``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{name}: expected a torch.Generator or None, got {type(generator).__name__}"
+        )
+    return generator
+
+
+def check_bank(name: str, t: object, batch: int, dim: int) -> Tensor:
+    """A bank of negatives: shared (K, D) or per query (B, K, D), matching the query's B and D."""
+    t = check_float(name, t)
+    if t.ndim == 2:
+        return check_embeddings(name, t, "(K, D)", dim=dim)
+    if t.ndim == 3:
+        return check_embeddings(name, t, "(B, K, D)", dim=dim, sizes={0: ("B", batch)})
+    raise ValueError(f"{name}: expected shape (K, D) or (B, K, D), got {_shape(t)}")

@@ -1,0 +1,117 @@
+"""Collective helpers that are no-ops without a process group.
+
+Every function here works in a plain single process (no ``torch.distributed`` initialisation):
+rank 0 of a world of size 1, and gathering returns the input. With a process group they follow
+the distributed contract of the methods (METHODS.md, section 2):
+
+* keys from a momentum encoder are gathered **without** gradient (:func:`gather`);
+* an in-batch loss that needs gradients through other ranks' embeddings uses
+  :func:`gather_with_grad`: the backward pass sums the gradients of the gathered tensor over
+  all ranks and returns this rank's slice, so DDP's gradient averaging then yields exactly the
+  gradient of the mean loss of one process holding the whole batch.
+
+Gathered tensors are concatenated along the first axis in rank order; every rank must pass a
+tensor of the same shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = ["gather", "gather_with_grad", "is_distributed", "rank", "world_size"]
+
+
+def is_distributed() -> bool:
+    """True when ``torch.distributed`` is available and a default process group exists."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank in the default group, 0 without a process group.
+
+    Example:
+        >>> rank()
+        0
+    """
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    """The number of processes in the default group, 1 without a process group.
+
+    Example:
+        >>> world_size()
+        1
+    """
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def gather(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from all ranks along the first axis, without gradient.
+
+    Args:
+        x: Tensor of shape (B, ...), the same shape on every rank.
+
+    Returns:
+        Tensor of shape (world_size * B, ...), rank 0's rows first. Detached. Without a
+        process group, ``x.detach()``.
+
+    Example:
+        >>> gather(torch.ones(2, 3)).shape
+        torch.Size([2, 3])
+    """
+    if not is_distributed() or world_size() == 1:
+        return x.detach()
+    x = x.detach().contiguous()
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x)
+    return torch.cat(parts, dim=0)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        ctx.batch = x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        # Every rank holds d(its loss)/d(all gathered rows); summing over ranks gives
+        # d(sum of losses)/d(rows), and this rank owns its slice of it.
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = dist.get_rank() * ctx.batch
+        return grad[start : start + ctx.batch]
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from all ranks along the first axis, keeping the gradient.
+
+    The backward pass all-reduces (sums) the incoming gradient and returns this rank's slice,
+    so each rank's ``x`` receives the gradient of the *sum* of all ranks' losses. DDP then
+    averages parameter gradients over ranks, which matches one process computing the mean loss
+    over the whole batch.
+
+    Args:
+        x: Tensor of shape (B, ...), the same shape on every rank.
+
+    Returns:
+        Tensor of shape (world_size * B, ...), rank 0's rows first. Without a process group,
+        ``x`` itself.
+
+    Example:
+        >>> x = torch.ones(2, 3, requires_grad=True)
+        >>> gather_with_grad(x) is x
+        True
+    """
+    if not is_distributed() or world_size() == 1:
+        return x
+    out: Tensor = _GatherWithGrad.apply(x)
+    return out
