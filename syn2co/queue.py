@@ -1,0 +1,108 @@
+"""The FIFO bank of negatives (MoCo's queue), with exact save and restore."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from syn2co import _checks as chk
+from syn2co import distributed
+
+__all__ = ["NegativeQueue"]
+
+
+class NegativeQueue(nn.Module):
+    """A first-in first-out bank of L2-normalised keys (MoCo, MoBY).
+
+    All state lives in persistent buffers allocated up front, so ``state_dict`` /
+    ``load_state_dict`` restore the queue exactly, ``.to(device)`` moves it, and DDP sees a
+    fixed shape from the first step. The bank starts as random unit vectors (each *row*
+    normalised; MoCo v1's code normalised the wrong axis), as in MoCo.
+
+    :meth:`enqueue` first gathers the keys of all ranks (rank order, without gradient), so
+    every rank holds the same queue. Enqueue after the loss, so that a batch never sees its
+    own keys among its negatives.
+
+    Args:
+        size: Number of keys K the queue holds.
+        dim: Embedding size D.
+        dtype: Storage dtype (float32 by default: the bank feeds float32 logits).
+        device: Device of the buffers.
+        generator: Random generator for the initial bank.
+
+    Example:
+        >>> queue = NegativeQueue(4, 2, generator=torch.Generator().manual_seed(0))
+        >>> queue.enqueue(torch.tensor([[3.0, 4.0]]))
+        >>> queue.bank[0]
+        tensor([0.6000, 0.8000])
+        >>> int(queue.ptr), int(queue.count)
+        (1, 1)
+    """
+
+    keys: Tensor
+    ptr: Tensor
+    count: Tensor
+
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        chk.check_int("size", size, minimum=1)
+        chk.check_int("dim", dim, minimum=1)
+        if not dtype.is_floating_point:
+            raise TypeError(f"dtype: expected a floating-point dtype, got {dtype}")
+        init = torch.randn(size, dim, generator=chk.check_generator("generator", generator))
+        self.register_buffer("keys", F.normalize(init, dim=1).to(device=device, dtype=dtype))
+        # Next row to overwrite, and the number of keys enqueued so far (both on the device,
+        # so enqueueing never synchronises with the host).
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long, device=device))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long, device=device))
+
+    @property
+    def size(self) -> int:
+        """K, the number of rows."""
+        return int(self.keys.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """D, the embedding size."""
+        return int(self.keys.shape[1])
+
+    @property
+    def bank(self) -> Tensor:
+        """The current bank, shape (K, D): a detached view; do not modify it in place.
+
+        Row order is storage order (not age order); the loss does not depend on it.
+        """
+        return self.keys.detach()
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Gather ``keys`` from all ranks and write them over the oldest rows.
+
+        Args:
+            keys: This rank's keys, shape (B, D); normalised before storage. If all ranks
+                together bring more than K keys, only the newest K are kept.
+        """
+        chk.check_embeddings("keys", keys, "(B, D)", dim=self.dim)
+        chk.check_same_device("keys", keys, "the queue's buffers", self.keys)
+        rows = F.normalize(distributed.gather(keys).float(), dim=1).to(self.keys.dtype)
+        n, size = rows.shape[0], self.size
+        start = self.ptr
+        if n > size:  # only the newest `size` rows survive; write them where they would land
+            rows = rows[n - size :]
+            start = (self.ptr + (n - size)) % size
+        idx = (start + torch.arange(rows.shape[0], device=self.keys.device)) % size
+        self.keys.index_copy_(0, idx, rows)
+        self.ptr.copy_((self.ptr + n) % size)
+        self.count.add_(n)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}, dtype={self.keys.dtype}"

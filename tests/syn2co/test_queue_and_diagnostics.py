@@ -1,0 +1,132 @@
+"""NegativeQueue (FIFO, exact restore) and hardness_stats (against plain computations)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from syn2co.diagnostics import hardness_stats
+from syn2co.negatives import NegativeSpec, synthesize
+from syn2co.queue import NegativeQueue
+
+
+def rand(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def fifo_reference(size: int, init: torch.Tensor, batches: list[torch.Tensor]) -> torch.Tensor:
+    """A Python list used as a ring buffer, one row at a time."""
+    rows = [r.clone() for r in init]
+    ptr = 0
+    for batch in batches:
+        for r in F.normalize(batch, dim=1):
+            rows[ptr] = r
+            ptr = (ptr + 1) % size
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize(("size", "batch"), [(8, 2), (8, 3), (5, 7), (4, 4), (10, 1)])
+def test_enqueue_is_fifo_with_wraparound(size: int, batch: int) -> None:
+    q = NegativeQueue(size, 3, generator=torch.Generator().manual_seed(0))
+    init = q.bank.clone()
+    batches = [rand(batch, 3, seed=i) for i in range(6)]
+    for b in batches:
+        q.enqueue(b)
+    assert torch.allclose(q.bank, fifo_reference(size, init, batches), atol=1e-6)
+    assert int(q.ptr) == (6 * batch) % size and int(q.count) == 6 * batch
+
+
+def test_initial_bank_rows_are_unit_vectors() -> None:
+    q = NegativeQueue(100, 16)
+    assert torch.allclose(q.bank.norm(dim=1), torch.ones(100), atol=1e-6)
+    assert q.keys.shape == (100, 16) and q.keys.dtype == torch.float32
+
+
+def test_state_dict_restores_exactly_and_continues_identically() -> None:
+    a = NegativeQueue(7, 4)
+    for i in range(3):
+        a.enqueue(rand(3, 4, seed=i))
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    assert set(a.state_dict()) == {"keys", "ptr", "count"}
+    b = NegativeQueue(7, 4, generator=torch.Generator().manual_seed(99))
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf))
+    assert torch.equal(a.bank, b.bank) and int(a.ptr) == int(b.ptr)
+    for i in range(3, 6):
+        a.enqueue(rand(3, 4, seed=i))
+        b.enqueue(rand(3, 4, seed=i))
+    assert torch.equal(a.bank, b.bank) and int(a.count) == int(b.count) == 18
+
+
+def test_bank_is_detached_and_keys_are_not_tracked() -> None:
+    q = NegativeQueue(4, 2)
+    x = rand(2, 2).requires_grad_()
+    q.enqueue(x * 2)
+    assert not q.bank.requires_grad and q.bank.grad_fn is None
+
+
+def test_bf16_keys_are_stored_in_queue_dtype() -> None:
+    q = NegativeQueue(4, 2)
+    q.enqueue(rand(2, 2).bfloat16())
+    assert q.bank.dtype == torch.float32
+
+
+def test_queue_bad_input() -> None:
+    with pytest.raises(ValueError, match="size: expected an int >= 1, got 0"):
+        NegativeQueue(0, 4)
+    with pytest.raises(TypeError, match="dtype: expected a floating-point dtype"):
+        NegativeQueue(4, 4, dtype=torch.int64)
+    q = NegativeQueue(4, 4)
+    with pytest.raises(ValueError, match=r"keys: expected shape \(B, D\) with D=4"):
+        q.enqueue(rand(2, 3))
+    with pytest.raises(ValueError, match="keys: expected finite values"):
+        q.enqueue(torch.full((2, 4), float("nan")))
+
+
+# -------------------------------------------------------------------------------- diagnostics
+
+
+def test_hardness_stats_against_plain_computation() -> None:
+    q, k, bank = rand(6, 8), rand(6, 8, seed=1), rand(40, 8, seed=2)
+    spec = NegativeSpec(n_hard=5, interpolated=4, extrapolated=3)
+    syn = synthesize(q, bank, spec, generator=torch.Generator().manual_seed(0))
+    stats = hardness_stats(q, k, bank, syn, spec=spec, prefix="h/")
+    qn, kn, bn = (F.normalize(t, dim=-1) for t in (q, k, bank))
+    pos = (qn * kn).sum(1)
+    sim = qn @ bn.T
+    top = sim.sort(dim=1, descending=True).values[:, :5]
+    assert stats["h/positive/mean"] == pytest.approx(float(pos.mean()), abs=1e-6)
+    assert stats["h/positive/max"] == pytest.approx(float(pos.max()), abs=1e-6)
+    assert stats["h/bank/mean"] == pytest.approx(float(sim.mean()), abs=1e-6)
+    assert stats["h/hard_real/mean"] == pytest.approx(float(top.mean()), abs=1e-6)
+    assert stats["h/hard_real/max"] == pytest.approx(float(top.max()), abs=1e-6)
+    above = (top > pos[:, None]).float().mean()
+    assert stats["h/hard_real/above_positive"] == pytest.approx(float(above), abs=1e-6)
+    cos = torch.einsum("bd,bmd->bm", qn, syn)
+    assert stats["h/interpolated/mean"] == pytest.approx(float(cos[:, :4].mean()), abs=1e-6)
+    assert stats["h/extrapolated/max"] == pytest.approx(float(cos[:, 4:].max()), abs=1e-6)
+    assert not any("mixed" in key for key in stats)  # zero-count types are left out
+    assert all(isinstance(v, float) for v in stats.values())
+
+
+def test_interpolated_reported_harder_than_extrapolated() -> None:
+    q, k, bank = rand(32, 16), rand(32, 16, seed=1), rand(500, 16, seed=2)
+    spec = NegativeSpec(n_hard=16, interpolated=32, extrapolated=32)
+    syn = synthesize(q, bank, spec, generator=torch.Generator().manual_seed(0))
+    s = hardness_stats(q, k, bank, syn, spec=spec)
+    assert s["interpolated/mean"] > s["hard_real/mean"] > s["extrapolated/mean"]
+
+
+def test_hardness_stats_without_spec_and_with_exclude() -> None:
+    keys = rand(5, 8)
+    exclude = torch.eye(5, dtype=torch.bool)
+    s = hardness_stats(keys, keys, keys, rand(5, 3, 8, seed=1), exclude=exclude, n_hard=2)
+    assert "synthetic/mean" in s
+    # the positive (cosine 1) is excluded, so no real negative reaches cosine 1
+    assert s["hard_real/max"] < 1 - 1e-4
+    with pytest.raises(ValueError, match="synthetic: expected M=4"):
+        hardness_stats(keys, keys, synthetic=rand(5, 3, 8), spec=NegativeSpec(n_hard=1, mixed=4))
