@@ -10,4 +10,7 @@ Modules:
     diagnostics: how hard the negatives are, as plain floats to log.
 """
 
+from syn2co._checks import NonFiniteError
+
+__all__ = ["NonFiniteError", "__version__"]
 __version__ = "0.1.0"

@@ -17,6 +17,13 @@ import torch
 from torch import Tensor
 
 
+class NonFiniteError(ValueError):
+    """An input holds NaN or infinite values (a ``ValueError``, so callers may catch either).
+
+    A training loop can catch this type to stop cleanly when its embeddings diverge.
+    """
+
+
 def _shape(t: Tensor) -> str:
     return "(" + ", ".join(str(s) for s in t.shape) + ")"
 
@@ -87,7 +94,7 @@ def check_finite(name: str, t: Tensor) -> Tensor:
     """No NaN or infinite entries (a device sync; skipped while compiling)."""
     if not tracing() and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(f"{name}: expected finite values, got {bad} NaN or infinite entries")
+        raise NonFiniteError(f"{name}: expected finite values, got {bad} NaN or infinite entries")
     return t
 
 

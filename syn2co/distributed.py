@@ -22,7 +22,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["gather", "gather_with_grad", "is_distributed", "rank", "world_size"]
+__all__ = [
+    "all_reduce_with_grad",
+    "gather",
+    "gather_with_grad",
+    "is_distributed",
+    "rank",
+    "world_size",
+]
 
 
 def is_distributed() -> bool:
@@ -114,4 +121,43 @@ def gather_with_grad(x: Tensor) -> Tensor:
     if not is_distributed() or world_size() == 1:
         return x
     out: Tensor = _GatherWithGrad.apply(x)
+    return out
+
+
+class _AllReduceWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        out = x.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        # Every rank's output depends on every rank's input with derivative 1.
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def all_reduce_with_grad(x: Tensor) -> Tensor:
+    """Sum ``x`` over all ranks, keeping the gradient.
+
+    The backward pass sums the incoming gradients over ranks too, so a statistic pooled over
+    the global batch (the mean and variance of a synchronised BatchNorm) backpropagates into
+    every rank's inputs as it would in one process.
+
+    Args:
+        x: Tensor of any shape, the same on every rank.
+
+    Returns:
+        The elementwise sum over ranks, same shape. Without a process group, ``x`` itself.
+
+    Example:
+        >>> x = torch.ones(3)
+        >>> all_reduce_with_grad(x) is x
+        True
+    """
+    if not is_distributed() or world_size() == 1:
+        return x
+    out: Tensor = _AllReduceWithGrad.apply(x)
     return out

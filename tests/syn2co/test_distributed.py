@@ -65,6 +65,13 @@ def run_rank(rank: int, init_file: str, out_dir: str) -> None:
         simclr_like(z, distributed.gather_with_grad(z)).backward()
         out["simclr_grad"] = z.grad
 
+        # all_reduce_with_grad: a global mean that backpropagates into every rank's rows
+        w = data(3, WORLD * B, D)[sl].clone().requires_grad_()
+        total = distributed.all_reduce_with_grad(w.sum(0))
+        centered = w - total / (WORLD * B)
+        (centered.pow(2) * data(4, WORLD * B, D)[sl]).sum().backward()
+        out["reduce_grad"] = w.grad
+
         # queue: every rank enqueues its own keys, all ranks end with the same bank
         queue = NegativeQueue(10, D, generator=torch.Generator().manual_seed(5))
         for step in range(4):
@@ -137,3 +144,12 @@ def test_queue_two_ranks_equal_one_process(ranks: list[dict[str, Any]]) -> None:
         assert torch.allclose(r["queue"]["keys"], queue.keys, atol=1e-6)
         assert int(r["queue"]["ptr"]) == int(queue.ptr)
         assert int(r["queue"]["count"]) == int(queue.count)
+
+
+def test_all_reduce_with_grad_two_ranks_equal_one_process(ranks: list[dict[str, Any]]) -> None:
+    w = data(3, WORLD * B, D).requires_grad_()
+    weights = data(4, WORLD * B, D)
+    ((w - w.mean(0)).pow(2) * weights).sum().backward()
+    assert w.grad is not None
+    # each rank's loss is its share of the sum, so its gradients add up without averaging
+    assert torch.allclose(torch.cat([r["reduce_grad"] for r in ranks]), w.grad, atol=1e-5)
