@@ -1,0 +1,361 @@
+"""The trainer's typed configuration: fields, presets, files and command-line overrides.
+
+One flat dataclass, :class:`TrainConfig`, holds every option of ``syn2co-train run``; the CLI's
+options are generated from its fields (their ``help`` metadata), so the two never drift apart.
+Precedence, lowest first: field defaults, then the method and image-size presets (fields left
+``None`` are *resolved* from them), then a config file (YAML or TOML, flat keys with ``-`` or
+``_``), then the command line. The resolved config is written to ``RUN_DIR/config.yaml``
+and can be passed back with ``--config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+import yaml
+
+from syn2co.negatives import SYNCO_V1, SYNCO_V2, SYNCO_V2_CONFIG, NegativeSpec, mochi
+
+Method = Literal["moby", "mocov3"]
+Negatives = Literal["none", "synco-v1", "synco-v2", "synco-v2-config", "mochi"]
+Dataset = Literal[
+    "builtin", "imagefolder", "cifar10", "cifar100", "stl10", "mnist", "fashion-mnist"
+]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message is one line that says what to change."""
+
+
+def _opt(help: str, default: Any = None, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a pretraining run. ``None`` means: take it from the presets."""
+
+    # --- what to train -----------------------------------------------------------------------
+    arch: str = _opt("Backbone: deit_s, swin_t, vit_s, vit_t or any timm ViT/Swin name.", "deit_s")
+    method: Method = _opt(
+        "moby (two queues, predictor, symmetric) or mocov3 (in-batch keys).", "moby"
+    )
+    negatives: Negatives = _opt("Synthetic hard negatives preset (syn2co.negatives).", "none")
+    # --- data ---------------------------------------------------------------------------------
+    dataset: Dataset = _opt("Dataset format of --data (builtin needs no files).", "builtin")
+    data: str | None = _opt("Training data: the train directory (imagefolder) or the root.")
+    val_data: str | None = _opt("Validation data for evaluation (imagefolder directory).")
+    img_size: int = _opt("Image side in pixels; presets exist for 32, 64, 96 and 224.", 32)
+    builtin_size: int = _opt("Images in the built-in training set.", 10_000)
+    strict_data: bool = _opt("Fail on the first unreadable image instead of skipping it.", False)
+    workers: int = _opt("DataLoader worker processes per rank.", 2)
+    # --- schedule -----------------------------------------------------------------------------
+    batch_size: int = _opt("Global batch size (all ranks together).", 64)
+    epochs: float | None = _opt("Training length in epochs (or use --steps).")
+    steps: int | None = _opt("Training length in optimizer steps (overrides --epochs).")
+    lr: float | None = _opt(
+        "Peak learning rate; default: the method's base lr x batch / reference."
+    )
+    weight_decay: float | None = _opt("AdamW weight decay (0.05 MoBY, 0.1 MoCo v3).")
+    warmup_steps: int | None = _opt(
+        "Linear warmup steps (default: 5/300 MoBY, 40/300 MoCo v3 of the run)."
+    )
+    clip_grad: float | None = _opt("Gradient-norm clip; 0 disables (5 MoBY, off MoCo v3).")
+    momentum: float = _opt("EMA momentum of the target network at step 0 (cosine to 1).", 0.99)
+    # --- method -------------------------------------------------------------------------------
+    temperature: float = _opt("Contrastive temperature tau.", 0.2)
+    queue_size: int | None = _opt("MoBY queue length per view (default 4096).")
+    proj_hidden: int = _opt("Hidden width of the projector and predictor MLPs.", 4096)
+    proj_dim: int = _opt("Output width of the projector (embedding size D).", 256)
+    drop_path: float | None = _opt(
+        "Stochastic depth of the online backbone (0.2 MoBY, 0.1 MoCo v3)."
+    )
+    freeze_patch_embed: bool | None = _opt("Freeze the random patch projection (MoCo v3 trick).")
+    # --- synthetic negatives -----------------------------------------------------------------
+    n_hard: int | None = _opt("Hard pool size N (default: the preset's).")
+    interpolated: int | None = _opt("Count of type-1 interpolated negatives (default: preset).")
+    extrapolated: int | None = _opt("Count of type-2 extrapolated negatives (default: preset).")
+    mixed: int | None = _opt("Count of type-3 mixed negatives (default: preset).")
+    noisy: int | None = _opt("Count of type-4 noise-injected negatives (default: preset).")
+    perturbed: int | None = _opt("Count of type-5 perturbed negatives (default: preset).")
+    adversarial: int | None = _opt("Count of type-6 adversarial negatives (default: preset).")
+    negatives_start: int = _opt("First optimizer step with synthetic negatives.", 0)
+    negatives_end: int | None = _opt("Step at which synthetic negatives stop (default: never).")
+    # --- model size overrides (tiny models for CPU runs and tests) -----------------------------
+    patch_size: int | None = _opt("Patch size (default: the image-size preset).")
+    window_size: int | None = _opt("Swin window size (default: the image-size preset).")
+    depth: int | None = _opt(
+        "Override the number of transformer blocks (Swin: per stage, 4 stages)."
+    )
+    embed_dim: int | None = _opt("Override the embedding width.")
+    num_heads: int | None = _opt(
+        "Override the attention heads (Swin: of the first stage, doubling)."
+    )
+    # --- engine -------------------------------------------------------------------------------
+    out: str = _opt("Run directory (checkpoints, metrics, config).", "runs/syn2co")
+    seed: int = _opt("Random seed of the whole run.", 0)
+    device: str = _opt("auto, cpu, cuda or cuda:N (torchrun sets the local GPU).", "auto")
+    precision: Precision = _opt("auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.", "auto")
+    compile: bool = _opt("torch.compile the online and target networks.", False)
+    checkpoint_every: int = _opt("Save a checkpoint every N steps (and at the end).", 500)
+    log_every: int = _opt("Write metrics and check the loss every N steps.", 10)
+    hardness_every: int = _opt("Log syn2co.diagnostics hardness stats every N steps.", 100)
+    resume: str | None = _opt("Checkpoint file or run directory to resume from.")
+    stop_at: int | None = _opt(
+        "Stop at this global step with a checkpoint; the schedules still run to --steps "
+        "(fit a job's time limit, then --resume)."
+    )
+
+    # ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        return cls().updated(values, source=source)
+
+    def updated(self, values: dict[str, Any], *, source: str = "override") -> TrainConfig:
+        """A copy with ``values`` applied (keys may use ``-`` or ``_``); values are checked."""
+        known = {f.name: f for f in fields(self)}
+        hints = get_type_hints(TrainConfig)
+        clean: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            key = str(raw_key).replace("-", "_")
+            if key not in known:
+                close = [k for k in known if k.startswith(key[:3])]
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise ConfigError(f"{source}: unknown option '{raw_key}'{hint}")
+            clean[key] = _coerce(key, value, hints[key], source)
+        return dataclasses.replace(self, **clean)
+
+
+def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
+    """Check a value against a field's type (int, float, str, bool, Literal, optional)."""
+    args = get_args(hint)
+    optional = type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{source}: option '{key}' cannot be empty")
+    base = next(a for a in args if a is not type(None)) if optional else hint
+    choices = get_args(base)
+    if choices and all(isinstance(c, str) for c in choices):
+        if value not in choices:
+            raise ConfigError(
+                f"{source}: option '{key}' must be one of {', '.join(choices)}, got {value!r}"
+            )
+        return value
+    try:
+        if base is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if base is float:
+            out = float(value)
+            if not math.isfinite(out):
+                raise ValueError
+            return out
+        return str(value)
+    except (TypeError, ValueError):
+        name = getattr(base, "__name__", str(base))
+        raise ConfigError(f"{source}: option '{key}' expects {name}, got {value!r}") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a flat YAML (.yaml/.yml) or TOML (.toml) mapping of options."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config: no such file: {p}")
+    text = p.read_text()
+    data: Any
+    try:
+        if p.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml", ".json"):
+            data = yaml.safe_load(text) if p.suffix != ".json" else json.loads(text)
+        else:
+            raise ConfigError(
+                f"--config: expected a .yaml, .yml, .toml or .json file, got {p.name}"
+            )
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        first = str(e).splitlines()[0]
+        raise ConfigError(f"--config: {p} is not valid: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {p} must hold a mapping of option: value")
+    return dict(data)
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MethodPreset:
+    """The published recipe of a method (METHODS.md, section 3)."""
+
+    base_lr: float
+    lr_reference_batch: int
+    weight_decay: float
+    warmup_fraction: float
+    clip_grad: float
+    drop_path: float
+    freeze_patch_embed: bool
+    projector_layers: int
+    last_bn: bool
+
+
+METHOD_PRESETS: dict[str, MethodPreset] = {
+    # MoBY / SynCo v2: AdamW lr 1e-3 x batch/512, wd 0.05, 5 of 300 epochs warmup, clip 5,
+    # drop-path 0.2, 2-layer projector.
+    "moby": MethodPreset(1e-3, 512, 0.05, 5 / 300, 5.0, 0.2, False, 2, False),
+    # MoCo v3 ViT: AdamW lr 1.5e-4 x batch/256, wd 0.1, 40 of 300 epochs warmup, frozen patch
+    # projection, 3-layer projector whose last BN has no affine.
+    "mocov3": MethodPreset(1.5e-4, 256, 0.1, 40 / 300, 0.0, 0.1, True, 3, True),
+}
+
+NEGATIVE_PRESETS: dict[str, NegativeSpec | None] = {
+    "none": None,
+    "synco-v1": SYNCO_V1,
+    "synco-v2": SYNCO_V2,
+    "synco-v2-config": SYNCO_V2_CONFIG,
+    "mochi": mochi(1024, 512, 256),
+}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a run needs beyond the config: derived numbers and the negative spec."""
+
+    config: TrainConfig
+    total_steps: int
+    steps_per_epoch: int
+    spec: NegativeSpec | None
+
+
+def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolved:
+    """Fill the ``None`` fields from the presets and derive the step counts.
+
+    Args:
+        cfg: The config after file and command-line overrides.
+        train_size: Number of training images (sets the steps per epoch).
+        world_size: Number of ranks; the global batch must split evenly over them.
+    """
+    preset = METHOD_PRESETS[cfg.method]
+    _check_positive(cfg, ("batch_size", "img_size", "proj_hidden", "proj_dim", "builtin_size"))
+    _check_positive(cfg, ("checkpoint_every", "log_every", "hardness_every"))
+    if cfg.temperature <= 0:
+        raise ConfigError(f"--temperature must be > 0, got {cfg.temperature}")
+    if not 0 <= cfg.momentum <= 1:
+        raise ConfigError(f"--momentum must be in [0, 1], got {cfg.momentum}")
+    if cfg.batch_size % world_size:
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} (global) must be divisible by the {world_size} ranks"
+        )
+    if cfg.batch_size < 2:
+        raise ConfigError("--batch-size must be at least 2 (contrastive losses need negatives)")
+    steps_per_epoch = max(1, train_size // cfg.batch_size)
+    if cfg.steps is not None:
+        if cfg.steps < 1:
+            raise ConfigError(f"--steps must be >= 1, got {cfg.steps}")
+        total = cfg.steps
+    elif cfg.epochs is not None:
+        if cfg.epochs <= 0:
+            raise ConfigError(f"--epochs must be > 0, got {cfg.epochs}")
+        total = max(1, round(cfg.epochs * steps_per_epoch))
+    else:
+        total = 100 * steps_per_epoch
+    lr = (
+        cfg.lr
+        if cfg.lr is not None
+        else preset.base_lr * cfg.batch_size / preset.lr_reference_batch
+    )
+    filled = dataclasses.replace(
+        cfg,
+        lr=lr,
+        weight_decay=_default(cfg.weight_decay, preset.weight_decay),
+        warmup_steps=_default(cfg.warmup_steps, round(preset.warmup_fraction * total)),
+        clip_grad=_default(cfg.clip_grad, preset.clip_grad),
+        drop_path=_default(cfg.drop_path, preset.drop_path),
+        freeze_patch_embed=_default(cfg.freeze_patch_embed, preset.freeze_patch_embed),
+        queue_size=_default(cfg.queue_size, 4096),  # unused by MoCo v3 (in-batch keys)
+    )
+    assert filled.warmup_steps is not None and filled.warmup_steps >= 0
+    if filled.warmup_steps > total:
+        raise ConfigError(
+            f"--warmup-steps {filled.warmup_steps} exceeds the {total} training steps"
+        )
+    if filled.queue_size is not None and filled.queue_size < 1:
+        raise ConfigError(f"--queue-size must be >= 1, got {filled.queue_size}")
+    spec = _negative_spec(filled, world_size)
+    return Resolved(filled, total, steps_per_epoch, spec)
+
+
+def _negative_spec(cfg: TrainConfig, world_size: int) -> NegativeSpec | None:
+    base = NEGATIVE_PRESETS[cfg.negatives]
+    counts = {
+        name: getattr(cfg, name)
+        for name in ("interpolated", "extrapolated", "mixed", "noisy", "perturbed", "adversarial")
+        if getattr(cfg, name) is not None
+    }
+    if base is None:
+        if counts or cfg.n_hard is not None:
+            base = NegativeSpec(n_hard=cfg.n_hard or 256)  # counts given without a preset
+        else:
+            return None
+    changes: dict[str, Any] = dict(counts)
+    if cfg.n_hard is not None:
+        changes["n_hard"] = cfg.n_hard
+    # The bank a query draws from: its queue (MoBY) or the other keys of the batch (MoCo v3).
+    bank = cfg.queue_size if cfg.method == "moby" else cfg.batch_size - 1
+    assert bank is not None
+    n_hard = changes.get("n_hard", base.n_hard)
+    if n_hard > bank:
+        if cfg.n_hard is not None:
+            what = "--queue-size" if cfg.method == "moby" else "the global batch size minus 1"
+            raise ConfigError(f"--n-hard {cfg.n_hard} exceeds the bank ({what} = {bank})")
+        changes["n_hard"] = bank  # a preset's pool larger than a small bank: use the whole bank
+    try:
+        spec = base.replace(**changes)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"synthetic negatives: {e}") from None
+    if cfg.negatives_end is not None and cfg.negatives_end <= cfg.negatives_start:
+        raise ConfigError("--negatives-end must be larger than --negatives-start")
+    if cfg.negatives_start < 0:
+        raise ConfigError("--negatives-start must be >= 0")
+    return spec if spec.total > 0 else None
+
+
+def _default(value: Any, fallback: Any) -> Any:
+    return fallback if value is None else value
+
+
+def _check_positive(cfg: TrainConfig, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")

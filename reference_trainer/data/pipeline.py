@@ -1,0 +1,217 @@
+"""From a config to batches: datasets, the resumable sampler and seeded augmentation.
+
+The training batches come from :class:`syn2co.samplers.MixedSourceBatchSampler`, which shards
+every global batch over the ranks and resumes mid-epoch. Each image's two views are augmented
+with a random stream seeded by (run seed, step, image index), so a batch is the same whatever
+the number of workers or ranks, and a resumed run draws exactly the views the uninterrupted
+run would have drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from syn2co.samplers import MixedSourceBatchSampler
+
+from ..config import ConfigError, Resolved, TrainConfig
+from .base import ImageDataset
+from .datasets import build_dataset
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugmentationConfig,
+    EvalDataset,
+    TwoViewBatch,
+    TwoViewDataset,
+    TwoViewSample,
+    TwoViewTransform,
+    collate_eval,
+    collate_two_views,
+    eval_transform,
+)
+
+
+def builtin_val_size(train_size: int) -> int:
+    """Images in the built-in validation split: a quarter of the training set, 64 to 2,000."""
+    return max(64, min(2_000, train_size // 4))
+
+
+def view_seed(seed: int, step: int, index: int) -> int:
+    """The augmentation seed of one image at one step (a stable 63-bit hash)."""
+    digest = hashlib.blake2b(f"{seed}/{step}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class SeededTwoViews(Dataset[TwoViewSample]):
+    """Two views of ``base[index]`` drawn from a random stream seeded by the key's seed.
+
+    Items are keyed by ``(index, seed)`` pairs, as :class:`StepSeededBatches` yields them.
+    The global torch RNG is forked, so seeding here never disturbs the training process's
+    own random state (with ``workers=0`` this runs in the training process).
+    """
+
+    def __init__(self, base: Dataset[Any], transform: TwoViewTransform) -> None:
+        self.inner = TwoViewDataset(base, transform)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, key: tuple[int, int]) -> TwoViewSample:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.inner[index]
+
+
+class StepSeededBatches(Sampler[list[tuple[int, int]]]):
+    """Batches of ``(index, seed)`` pairs: the sampler's indices tagged with their view seeds."""
+
+    def __init__(self, sampler: MixedSourceBatchSampler, seed: int) -> None:
+        self.sampler = sampler
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.sampler.epoch * len(self.sampler) + self.sampler.position
+        for i, batch in enumerate(self.sampler):
+            yield [(index, view_seed(self.seed, step + i, index)) for index in batch]
+
+
+def dataset_for(cfg: TrainConfig, split: str) -> ImageDataset:
+    """The dataset of a config's ``--dataset``/``--data``/``--val-data`` for one split."""
+    if cfg.dataset == "builtin":
+        size = cfg.builtin_size if split == "train" else builtin_val_size(cfg.builtin_size)
+        return build_dataset(
+            "builtin", None, split, img_size=cfg.img_size, num_samples=size, seed=cfg.seed
+        )
+    if cfg.dataset == "imagefolder":
+        root = cfg.data if split == "train" else cfg.val_data
+        if root is None:
+            option = "--data" if split == "train" else "--val-data"
+            raise ConfigError(f"{option}: an imagefolder {split} directory is required")
+        classes = None
+        if split != "train" and cfg.data is not None:
+            classes = build_dataset("imagefolder", cfg.data, "train").classes
+        return build_dataset("imagefolder", root, split, strict=cfg.strict_data, classes=classes)
+    if cfg.data is None:
+        raise ConfigError(f"--data: the {cfg.dataset} root directory is required")
+    return build_dataset(cfg.dataset, cfg.data, split)
+
+
+@dataclass
+class TrainData:
+    """The training dataset, and (after :meth:`configure`) its sampler and loader."""
+
+    cfg: TrainConfig
+    dataset: ImageDataset
+    rank: int
+    world_size: int
+    sampler: MixedSourceBatchSampler = field(init=False)
+    loader: DataLoader[TwoViewSample] = field(init=False)
+    _warned: set[str] = field(default_factory=set)
+
+    @property
+    def train_size(self) -> int:
+        return len(self.dataset)
+
+    def configure(self, resolved: Resolved) -> None:
+        cfg = resolved.config
+        self.sampler = MixedSourceBatchSampler(
+            self.train_size,
+            0,
+            cfg.batch_size // self.world_size,
+            0.0,
+            seed=cfg.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+            steps_per_epoch=resolved.steps_per_epoch,
+        )
+        transform = TwoViewTransform(AugmentationConfig.for_size(cfg.img_size))
+        self.loader = DataLoader(
+            SeededTwoViews(self.dataset, transform),
+            batch_sampler=StepSeededBatches(self.sampler, cfg.seed),
+            num_workers=cfg.workers,
+            collate_fn=collate_two_views,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=cfg.workers > 0,
+            prefetch_factor=4 if cfg.workers > 0 else None,
+        )
+
+    def iterate(self, step: int) -> Iterator[TwoViewBatch]:
+        """The batches from the sampler's current position to the end of its epoch."""
+        del step  # the sampler's own state says where the run is
+        return iter(self.loader)
+
+    def report_skipped(self, paths: list[str], console: Console | None) -> None:
+        new = [p for p in paths if p not in self._warned]
+        self._warned.update(new)
+        if new and console is not None:
+            names = ", ".join(new[:3]) + (f" and {len(new) - 3} more" if len(new) > 3 else "")
+            console.print(
+                f"[yellow]warning: skipped {len(new)} unreadable image(s): {names}[/]",
+                soft_wrap=True,
+            )
+
+
+def build_train_data(cfg: TrainConfig, *, rank: int, world_size: int) -> TrainData:
+    if cfg.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
+    return TrainData(cfg, dataset_for(cfg, "train"), rank, world_size)
+
+
+def eval_loader(
+    cfg: TrainConfig, split: str, *, batch_size: int = 256, workers: int | None = None
+) -> DataLoader[Any]:
+    """Deterministic (resize, center crop, normalise) batches of one split, in order."""
+    dataset = EvalDataset(dataset_for(cfg, split), eval_transform(cfg.img_size))
+    n_workers = cfg.workers if workers is None else workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=n_workers,
+        collate_fn=collate_eval,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def probe_train_transform(img_size: int) -> Any:
+    """Random resized crop and flip for an augmented linear probe (MoBY / MoCo v3 recipe)."""
+    from torchvision.transforms import v2
+
+    scale_min = AugmentationConfig.for_size(img_size).crop_scale[0]
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomResizedCrop(img_size, scale=(scale_min, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)),
+        ]
+    )
+
+
+def linear_train_loader(
+    cfg: TrainConfig, *, batch_size: int, augmented: bool, seed: int
+) -> DataLoader[Any]:
+    """Training batches for the linear probe: fixed views (cached mode) or augmented ones."""
+    transform = probe_train_transform(cfg.img_size) if augmented else eval_transform(cfg.img_size)
+    return DataLoader(
+        EvalDataset(dataset_for(cfg, "train"), transform),
+        batch_size=batch_size,
+        shuffle=augmented,
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=cfg.workers,
+        collate_fn=collate_eval,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=augmented and cfg.workers > 0,
+    )

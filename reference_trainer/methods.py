@@ -1,0 +1,146 @@
+"""MoBY and MoCo v3: from the two branches' outputs to a loss, with synthetic negatives.
+
+Each method composes syn2co's pieces and nothing else: the queues
+(:class:`syn2co.queue.NegativeQueue`), the negative synthesis
+(:func:`syn2co.negatives.synthesize`, built per direction from the bank that direction uses)
+and the losses (:func:`syn2co.losses.moby_loss`, :func:`syn2co.losses.moco_v3_loss`). The
+bank is multiplied once per direction: the similarities feed both the hard pool and the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from syn2co import distributed
+from syn2co.losses import moby_loss, moco_v3_loss
+from syn2co.negatives import NegativeSpec, positive_mask, similarity, synthesize
+from syn2co.queue import NegativeQueue
+
+
+@dataclass
+class Direction:
+    """One loss direction, kept for the hardness diagnostics."""
+
+    query: Tensor  # (B, D) online prediction of one view
+    positive: Tensor  # (B, D) target projection of the other view
+    bank: Tensor  # (K, D) the real negatives of this direction
+    synthetic: Tensor | None  # (B, M, D)
+    exclude: Tensor | None  # (B, K) bank entries that are not negatives
+
+
+@dataclass
+class MethodOutput:
+    loss: Tensor
+    directions: tuple[Direction, Direction]
+
+
+class MoBY(nn.Module):
+    """MoBY (Xie et al., 2021), the base of SynCo v2 and Syn2Co: two queues, symmetric loss.
+
+    Direction 1 compares the prediction of view 1 with the target projection of view 2 and
+    the queue of view-2 targets; direction 2 the other way round. Keys are enqueued after the
+    loss, gathered from all ranks.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        queue_size: int,
+        *,
+        temperature: float,
+        spec: NegativeSpec | None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.queue1 = NegativeQueue(queue_size, dim, generator=generator)
+        self.queue2 = NegativeQueue(queue_size, dim, generator=generator)
+        self.temperature = temperature
+        self.spec = spec
+
+    def forward(
+        self,
+        p1: Tensor,
+        p2: Tensor,
+        t1: Tensor,
+        t2: Tensor,
+        *,
+        synthetic: bool,
+        generator: torch.Generator | None = None,
+    ) -> MethodOutput:
+        banks = (self.queue2.bank, self.queue1.bank)  # the bank of the positive's view
+        sims: list[Tensor | None] = [None, None]
+        extra: list[Tensor | None] = [None, None]
+        if synthetic and self.spec is not None:
+            for i, (query, bank) in enumerate(zip((p1, p2), banks, strict=True)):
+                sim = similarity(query, bank)
+                sims[i] = sim
+                extra[i] = synthesize(
+                    query, bank, self.spec, generator=generator, similarity=sim.detach()
+                )
+        loss = moby_loss(
+            p1,
+            p2,
+            t1,
+            t2,
+            self.queue1.bank,
+            self.queue2.bank,
+            extra_negatives=(extra[0], extra[1]),
+            negative_similarity=(sims[0], sims[1]),
+            temperature=self.temperature,
+        )
+        d1 = Direction(p1, t2, banks[0], extra[0], None)
+        d2 = Direction(p2, t1, banks[1], extra[1], None)
+        return MethodOutput(loss, (d1, d2))
+
+    @torch.no_grad()
+    def update(self, t1: Tensor, t2: Tensor) -> None:
+        """Enqueue this step's target projections (after the loss)."""
+        self.queue1.enqueue(t1)
+        self.queue2.enqueue(t2)
+
+
+class MoCoV3(nn.Module):
+    """MoCo v3 (Chen et al., 2021): in-batch keys gathered from all ranks, ``2 * tau`` scaling.
+
+    Synthetic negatives come from the gathered keys with each query's own positive masked out.
+    """
+
+    def __init__(self, *, temperature: float, spec: NegativeSpec | None) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.spec = spec
+
+    def forward(
+        self,
+        p1: Tensor,
+        p2: Tensor,
+        t1: Tensor,
+        t2: Tensor,
+        *,
+        synthetic: bool,
+        generator: torch.Generator | None = None,
+    ) -> MethodOutput:
+        b = p1.shape[0]
+        keys = (distributed.gather(t2), distributed.gather(t1))
+        mask = positive_mask(
+            b, world_size=distributed.world_size(), rank=distributed.rank(), device=p1.device
+        )
+        extra: list[Tensor | None] = [None, None]
+        if synthetic and self.spec is not None:
+            for i, query in enumerate((p1, p2)):
+                extra[i] = synthesize(query, keys[i], self.spec, exclude=mask, generator=generator)
+        loss = moco_v3_loss(
+            p1, t2, extra_negatives=extra[0], temperature=self.temperature
+        ) + moco_v3_loss(p2, t1, extra_negatives=extra[1], temperature=self.temperature)
+        d1 = Direction(p1, t2, keys[0], extra[0], mask)
+        d2 = Direction(p2, t1, keys[1], extra[1], mask)
+        return MethodOutput(loss, (d1, d2))
+
+    def update(self, t1: Tensor, t2: Tensor) -> None:
+        """No state to update."""
+
+
+Method = MoBY | MoCoV3

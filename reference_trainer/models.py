@@ -1,0 +1,331 @@
+"""timm backbones with image-size presets, projector/predictor heads and the EMA target.
+
+timm facts this module relies on (METHODS.md, section 3): ``create_model(name,
+num_classes=0)`` returns pooled features; small images need smaller patches (DeiT-S at 32 px:
+``patch_size=4``; Swin-T at 32 px: ``patch_size=2, window_size=4``, or its feature map
+collapses to 1x1); after an ``img_size`` override ``pretrained_cfg`` still says 224, so the
+transforms come from our config, not timm's.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, cast
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from syn2co import distributed
+from syn2co.distributed import all_reduce_with_grad
+
+from .config import METHOD_PRESETS, ConfigError, TrainConfig
+
+#: Short names users type, and the timm models they stand for. ``vit_s`` is the 12-head ViT-S
+#: of MoCo v3 and SynCo v2 (timm's own ViT-S and DeiT-S have 6 heads).
+ARCH_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "deit_s": ("deit_small_patch16_224", {}),
+    "deit_t": ("deit_tiny_patch16_224", {}),
+    "vit_s": ("vit_small_patch16_224", {"num_heads": 12}),
+    "vit_t": ("vit_tiny_patch16_224", {}),
+    "swin_t": ("swin_tiny_patch4_window7_224", {}),
+}
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    """Patch and window sizes that keep a useful token grid at a given image side."""
+
+    vit_patch: int
+    swin_patch: int
+    swin_window: int
+
+
+SIZE_PRESETS: dict[int, SizePreset] = {
+    32: SizePreset(vit_patch=4, swin_patch=2, swin_window=4),  # ViT 8x8 tokens; Swin 16-8-4-2
+    64: SizePreset(vit_patch=8, swin_patch=4, swin_window=4),  # ViT 8x8; Swin 16-8-4-2
+    96: SizePreset(vit_patch=8, swin_patch=4, swin_window=6),  # ViT 12x12; Swin 24-12-6-3
+    224: SizePreset(vit_patch=16, swin_patch=4, swin_window=7),  # the published setting
+}
+
+
+def size_preset(img_size: int) -> SizePreset:
+    """The preset of the nearest preset size (ties go to the smaller size)."""
+    nearest = min(SIZE_PRESETS, key=lambda s: (abs(s - img_size), s))
+    return SIZE_PRESETS[nearest]
+
+
+def timm_name(arch: str) -> tuple[str, dict[str, Any]]:
+    """Resolve an alias to a timm model name, checking that timm knows it."""
+    name, extra = ARCH_ALIASES.get(arch, (arch, {}))
+    if name not in timm.list_models():
+        aliases = ", ".join(ARCH_ALIASES)
+        raise ConfigError(
+            f"--arch: unknown architecture '{arch}'; use one of {aliases} or a timm ViT/Swin name"
+        )
+    if not is_swin(name) and "vit" not in name and "deit" not in name:
+        raise ConfigError(f"--arch: '{arch}' is not a ViT, DeiT or Swin model")
+    return name, dict(extra)
+
+
+def is_swin(name: str) -> bool:
+    return "swin" in name
+
+
+def _swin_ok(img: int, patch: int, window: int) -> bool:
+    if img % patch:
+        return False
+    grid = img // patch
+    if grid % 8:  # three 2x2 patch merges need an even side at each of the first three stages
+        return False
+    sides = [grid >> i for i in range(4)]
+    # each stage's side a multiple of the window, or at most one window (then timm shrinks it)
+    return all(s % window == 0 or s <= window for s in sides) and sides[-1] >= 1
+
+
+def _vit_ok(img: int, patch: int) -> bool:
+    return img % patch == 0 and img // patch >= 2
+
+
+def check_size(arch: str, img_size: int, patch: int, window: int | None) -> None:
+    """Fail before training when the image size does not fit the architecture's grid."""
+    name, _ = timm_name(arch)
+    if is_swin(name):
+        assert window is not None
+        if _swin_ok(img_size, patch, window):
+            return
+        works = [s for s in range(8, 513, 8) if _swin_ok(s, patch, window)]
+        presets = [s for s, p in SIZE_PRESETS.items() if _swin_ok(s, p.swin_patch, p.swin_window)]
+        raise ConfigError(
+            f"--img-size {img_size} does not fit Swin with patch {patch} and window {window}: "
+            f"the side over the patch must be a multiple of 8 and each stage a multiple of the "
+            f"window; sizes that work: {_short(works)}; or use a preset size "
+            f"({', '.join(map(str, presets))}) without --patch-size/--window-size"
+        )
+    if not _vit_ok(img_size, patch):
+        works = list(range(patch * 2, 513, patch))
+        raise ConfigError(
+            f"--img-size {img_size} does not fit {arch} with patch {patch}: the side must be a "
+            f"multiple of the patch size; sizes that work: {_short(works)}"
+        )
+
+
+def _short(sizes: list[int]) -> str:
+    return ", ".join(map(str, sizes[:8])) + (", ..." if len(sizes) > 8 else "")
+
+
+def backbone_kwargs(cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
+    """The timm model name and ``create_model`` arguments of a config's backbone.
+
+    Checks the image size against the patch (and window) grid first.
+    """
+    name, kwargs = timm_name(cfg.arch)
+    preset = size_preset(cfg.img_size)
+    swin = is_swin(name)
+    patch = cfg.patch_size or (preset.swin_patch if swin else preset.vit_patch)
+    window = (cfg.window_size or preset.swin_window) if swin else None
+    check_size(cfg.arch, cfg.img_size, patch, window)
+    kwargs.update(img_size=cfg.img_size, patch_size=patch)
+    if swin:
+        kwargs["window_size"] = window
+        if cfg.depth is not None:
+            kwargs["depths"] = [cfg.depth] * 4
+        if cfg.num_heads is not None:
+            kwargs["num_heads"] = [cfg.num_heads * 2**i for i in range(4)]
+    else:
+        if cfg.depth is not None:
+            kwargs["depth"] = cfg.depth
+        if cfg.num_heads is not None:
+            kwargs["num_heads"] = cfg.num_heads
+    if cfg.embed_dim is not None:
+        kwargs["embed_dim"] = cfg.embed_dim
+    return name, kwargs
+
+
+def create_backbone(cfg: TrainConfig, *, drop_path: float | None = None) -> nn.Module:
+    """The timm backbone of a config, with pooled features (``num_classes=0``).
+
+    Swin-T gets fused attention (``F.scaled_dot_product_attention``), which timm leaves off by
+    default for Swin.
+    """
+    name, kwargs = backbone_kwargs(cfg)
+    rate = cfg.drop_path if drop_path is None else drop_path
+    try:
+        model = timm.create_model(
+            name, pretrained=False, num_classes=0, drop_path_rate=rate or 0.0, **kwargs
+        )
+    except (TypeError, ValueError, AssertionError) as e:
+        raise ConfigError(
+            f"--arch {cfg.arch}: timm could not build it with {kwargs}: {e}"
+        ) from None
+    for module in model.modules():  # fused attention everywhere (timm's Swin defaults to off)
+        if hasattr(module, "fused_attn"):
+            setattr(module, "fused_attn", True)  # noqa: B010
+    return model
+
+
+def feature_dim(backbone: nn.Module) -> int:
+    return int(cast(Any, backbone).num_features)
+
+
+# --------------------------------------------------------------------------------------------
+# Heads
+# --------------------------------------------------------------------------------------------
+
+
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics cover the global batch of all ranks.
+
+    The trainer's SyncBN for the heads: it all-reduces the per-feature sums with gradient
+    (:func:`syn2co.distributed.all_reduce_with_grad`), so it works on every backend, CPU/gloo
+    included, and 2 ranks compute what 1 process with both halves computes. Without a process
+    group it is a plain ``BatchNorm1d``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and distributed.world_size() > 1):
+            return super().forward(x)
+        xf = x.float()
+        stats = torch.cat([xf.sum(0), (xf * xf).sum(0), xf.new_tensor([x.shape[0]])])
+        stats = all_reduce_with_grad(stats)
+        c = x.shape[1]
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
+        if (
+            self.track_running_stats
+            and self.running_mean is not None
+            and self.running_var is not None
+        ):
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                unbiased = var * n / (n - 1).clamp_min(1)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), m)
+                assert self.num_batches_tracked is not None
+                self.num_batches_tracked.add_(1)
+        out = (xf - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight + self.bias
+        return out.to(x.dtype)
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int, *, last_bn: bool) -> nn.Sequential:
+    """Linear-BN-ReLU blocks then a Linear (MoBY: 2 layers; MoCo v3: 3 layers, last BN without
+    affine)."""
+    mods: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(layers - 1):
+        mods += [
+            nn.Linear(dim, hidden, bias=False),
+            GlobalBatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+        ]
+        dim = hidden
+    mods.append(nn.Linear(dim, out_dim, bias=not last_bn))
+    if last_bn:
+        mods.append(GlobalBatchNorm1d(out_dim, affine=False))
+    return nn.Sequential(*mods)
+
+
+class Encoder(nn.Module):
+    """Backbone then projector: the part the target network copies by EMA."""
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projector = projector
+
+    def forward(self, views: tuple[Tensor, ...]) -> list[Tensor]:
+        """Each view of shape (B, 3, H, W) -> its projection (B, D).
+
+        The backbone runs once on all views (LayerNorm and attention are per sample, so this
+        equals separate passes); the projector's BatchNorm sees each view's batch separately,
+        as in MoBY and MoCo v3.
+        """
+        feats = self.backbone(torch.cat(views))
+        return [self.projector(f) for f in feats.chunk(len(views))]
+
+
+class OnlineNetwork(nn.Module):
+    """Encoder plus predictor: the trained branch."""
+
+    def __init__(self, encoder: Encoder, predictor: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.predictor = predictor
+
+    def forward(self, view1: Tensor, view2: Tensor) -> tuple[Tensor, Tensor]:
+        z1, z2 = self.encoder((view1, view2))
+        return self.predictor(z1), self.predictor(z2)
+
+
+def build_networks(cfg: TrainConfig) -> tuple[OnlineNetwork, Encoder]:
+    """The online network and its EMA target (a copy without drop-path and without grad)."""
+    preset = METHOD_PRESETS[cfg.method]
+    backbone = create_backbone(cfg)
+    width = feature_dim(backbone)
+    projector = mlp(
+        width, cfg.proj_hidden, cfg.proj_dim, preset.projector_layers, last_bn=preset.last_bn
+    )
+    predictor = mlp(cfg.proj_dim, cfg.proj_hidden, cfg.proj_dim, 2, last_bn=preset.last_bn)
+    if cfg.freeze_patch_embed:
+        patch = getattr(backbone, "patch_embed", None)
+        if patch is None:
+            raise ConfigError(f"--freeze-patch-embed: {cfg.arch} has no patch_embed")
+        patch.requires_grad_(False)
+    online = OnlineNetwork(Encoder(backbone, projector), predictor)
+    target = copy.deepcopy(online.encoder)
+    _set_drop_path(target, 0.0)  # MoBY: drop-path 0.2 online, 0 target
+    target.requires_grad_(False)
+    return online, target
+
+
+def _set_drop_path(module: nn.Module, rate: float) -> None:
+    for m in module.modules():
+        if type(m).__name__ == "DropPath":
+            m.drop_prob = rate  # type: ignore[assignment]
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """``target = momentum * target + (1 - momentum) * online`` over matching parameters."""
+    t_params: list[Tensor] = list(target.parameters())
+    o_params: list[Tensor] = list(online.parameters())
+    if len(t_params) != len(o_params):
+        raise RuntimeError("ema_update: target and online networks have different parameters")
+    torch._foreach_lerp_(t_params, o_params, 1.0 - momentum)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases, norms, position embeddings and tokens.
+
+    Excluded: every parameter with ``ndim <= 1`` plus the names the backbone lists in
+    ``no_weight_decay()`` (timm's contract: pos_embed, cls_token, relative position tables).
+    Frozen parameters are left out.
+    """
+    skip: set[str] = set()
+    for prefix, module in model.named_modules():
+        fn = getattr(module, "no_weight_decay", None)
+        if callable(fn):
+            skip |= {f"{prefix}.{n}" if prefix else n for n in fn()}
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module inside DDP and torch.compile wrappers."""
+    while True:
+        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
+        if inner is None:
+            return module
+        module = inner
