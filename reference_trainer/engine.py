@@ -381,7 +381,7 @@ class Trainer:
                 now = time.perf_counter()
                 rate = (self.step - step_at_flush) * cfg.batch_size / max(now - t_flush, 1e-9)
                 t_flush, step_at_flush = now, self.step
-                values = torch.stack([p[1] for p in pending]).float().tolist()
+                values = _global_mean(torch.stack([p[1] for p in pending]).float()).tolist()
                 for (s, _, lr_s, m_s, syn_s, ep, hard), value in zip(pending, values, strict=True):
                     record = {
                         "step": s,
@@ -498,6 +498,15 @@ def _agree(nonfinite: Tensor, stop: bool, device: torch.device) -> tuple[bool, b
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     bad, halt = flags.tolist()
     return bool(bad), bool(halt)
+
+
+def _global_mean(values: Tensor) -> Tensor:
+    """The mean over ranks of each rank's (local-batch mean) losses: the global batch's loss."""
+    if distributed.world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values /= distributed.world_size()
+    return values
 
 
 class _StopFlag:
