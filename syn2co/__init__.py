@@ -10,7 +10,7 @@ Modules:
     diagnostics: how hard the negatives are, as plain floats to log.
 """
 
-from syn2co._checks import NonFiniteError
+from syn2co._checks import NonFiniteError, set_value_checks, value_checks
 
-__all__ = ["NonFiniteError", "__version__"]
+__all__ = ["NonFiniteError", "__version__", "set_value_checks", "value_checks"]
 __version__ = "0.1.0"

@@ -3,18 +3,56 @@
 Each check raises a ``ValueError`` or ``TypeError`` whose message names the argument, what was
 expected and what was received, so bad input never surfaces as a stack trace from inside torch.
 
-Shape and dtype checks cost nothing (they read metadata). Checks that read values (finiteness,
-index ranges) synchronise with the device, so they are skipped while ``torch.compile`` traces a
-function: a compiled graph must not branch on data.
+Shape and dtype checks cost nothing (they read metadata). The value check (no NaN or infinite
+entries) reads the data: each public function does it once, for all its inputs together, with
+one cheap reduction per tensor and a single device synchronisation; the error then names the
+offending argument. Value checks are skipped while ``torch.compile`` traces a function (a
+compiled graph must not branch on data) and can be switched off with :func:`value_checks` or
+:func:`set_value_checks` where even one synchronisation per call is too many.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
+
+_value_checks = True
+
+
+def set_value_checks(enabled: bool) -> None:
+    """Turn syn2co's NaN/inf checks of inputs on or off for the whole process.
+
+    On by default. Off, no public function reads input values for validation, so none
+    synchronises with the GPU; shape, dtype and range checks stay on.
+
+    Example:
+        >>> set_value_checks(False); set_value_checks(True)
+    """
+    global _value_checks
+    _value_checks = bool(enabled)
+
+
+@contextlib.contextmanager
+def value_checks(enabled: bool) -> Iterator[None]:
+    """Context manager form of :func:`set_value_checks`; restores the previous setting.
+
+    Example:
+        >>> import torch
+        >>> from syn2co.negatives import hardest
+        >>> with value_checks(False):
+        ...     pool = hardest(torch.randn(2, 4), torch.randn(8, 4), 3)
+    """
+    global _value_checks
+    previous = _value_checks
+    _value_checks = bool(enabled)
+    try:
+        yield
+    finally:
+        _value_checks = previous
 
 
 class NonFiniteError(ValueError):
@@ -58,7 +96,6 @@ def check_embeddings(
     *,
     dim: int | None = None,
     sizes: dict[int, tuple[str, int]] | None = None,
-    finite: bool = True,
 ) -> Tensor:
     """A floating-point tensor whose shape is described by ``dims`` (for example ``"(B, D)"``).
 
@@ -69,7 +106,8 @@ def check_embeddings(
             number of axes is enforced from it; ``dim`` and ``sizes`` enforce sizes.
         dim: Required size of the last axis (the embedding dimension), if known.
         sizes: ``{axis: (letter, size)}`` sizes that must match other arguments.
-        finite: Reject NaN and infinite values (skipped while compiling).
+
+    Values are not read here: see :func:`check_finite`.
     """
     t = check_float(name, t)
     letters = [s.strip() for s in dims.strip("()").split(",") if s.strip()]
@@ -85,17 +123,41 @@ def check_embeddings(
             raise ValueError(f"{name}: expected shape {dims} with {letter}={size}, got {_shape(t)}")
     if t.numel() == 0:
         raise ValueError(f"{name}: expected a non-empty tensor of shape {dims}, got {_shape(t)}")
-    if finite:
-        check_finite(name, t)
     return t
 
 
-def check_finite(name: str, t: Tensor) -> Tensor:
-    """No NaN or infinite entries (a device sync; skipped while compiling)."""
-    if not tracing() and not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).sum())
-        raise NonFiniteError(f"{name}: expected finite values, got {bad} NaN or infinite entries")
-    return t
+def all_finite(*tensors: Tensor | None) -> bool:
+    """True when no tensor holds NaN or inf, or when value checks are off or compiling.
+
+    One inf-norm reduction per tensor and a single synchronisation for all of them.
+    """
+    if not _value_checks or tracing():
+        return True
+    present = [t for t in tensors if t is not None and t.numel() > 0]
+    if not present:
+        return True
+    device = present[0].device
+    norms = torch.stack(
+        [torch.linalg.vector_norm(t.detach(), ord=math.inf).float().to(device) for t in present]
+    )
+    return bool(torch.isfinite(norms).all())
+
+
+def check_finite(*named: tuple[str, Tensor | None]) -> None:
+    """No NaN or infinite entries in any of the named tensors (``None`` entries are skipped).
+
+    A single synchronisation (:func:`all_finite`); only when something is wrong are the
+    tensors examined one by one to name the argument. Skipped while compiling and when value
+    checks are off.
+    """
+    if all_finite(*(t for _, t in named)):
+        return
+    for name, t in named:
+        bad = 0 if t is None else int((~torch.isfinite(t)).sum())
+        if bad:
+            raise NonFiniteError(
+                f"{name}: expected finite values, got {bad} NaN or infinite entries"
+            )
 
 
 def check_mask(name: str, t: object, shape: Sequence[int], dims: str) -> Tensor:

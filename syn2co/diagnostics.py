@@ -64,6 +64,7 @@ def hardness_stats(
     chk.check_embeddings("query", query, "(B, D)")
     b, d = query.shape
     chk.check_embeddings("positive", positive, "(B, D)", dim=d, sizes={0: ("B", b)})
+    chk.check_finite(("query", query), ("positive", positive), ("synthetic", synthetic))
     q = F.normalize(query.float(), dim=-1)
     pos = (q * F.normalize(positive.float(), dim=-1)).sum(-1)  # (B,)
     names: list[str] = ["positive/mean", "positive/max"]

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from syn2co import _checks as chk
 from syn2co import distributed
+from syn2co._checks import NonFiniteError
 
 __all__ = [
     "InfoNCELoss",
@@ -75,11 +76,9 @@ def negative_log_mass(
         >>> negative_log_mass(pos, neg, temperature=0.2).exp()
         tensor([3.])
     """
-    chk.check_embeddings("positive_logits", positive_logits, "(B,)", finite=False)
+    chk.check_embeddings("positive_logits", positive_logits, "(B,)")
     b = positive_logits.shape[0]
-    chk.check_embeddings(
-        "negative_logits", negative_logits, "(B, N)", sizes={0: ("B", b)}, finite=False
-    )
+    chk.check_embeddings("negative_logits", negative_logits, "(B, N)", sizes={0: ("B", b)})
     chk.check_number("temperature", temperature, low=0.0, low_open=True)
     chk.check_number("tau_plus", tau_plus, low=0.0, high=1.0, high_open=True)
     chk.check_number("beta", beta, low=0.0)
@@ -165,7 +164,18 @@ def info_nce(
             if p is not None
         ]
         negative = torch.cat(parts, dim=1) if parts else q.new_zeros(b, 0)
-        loss = _contrastive(pos / tau, negative / tau, tau, tau_plus, beta)
+        pos, negative = pos / tau, negative / tau
+    _check_logits(
+        pos,
+        negative,
+        ("query", query),
+        ("positive", positive),
+        ("negatives", negatives),
+        ("negative_similarity", negative_similarity),
+        ("extra_negatives", extra_negatives),
+    )
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        loss = _contrastive(pos, negative, tau, tau_plus, beta)
     return _reduce(loss, reduction)
 
 
@@ -223,7 +233,12 @@ def moco_v3_loss(
         cols = cols + (cols >= labels[:, None]).long()
         parts = [sim.gather(1, cols), _extra_similarity(q, extra_negatives)]
         negative = torch.cat([p for p in parts if p is not None], dim=1)
-        loss = _contrastive(pos / tau, negative / tau, tau, tau_plus, beta) * (2.0 * tau)
+        pos, negative = pos / tau, negative / tau
+    _check_logits(
+        pos, negative, ("query", query), ("key", key), ("extra_negatives", extra_negatives)
+    )
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        loss = _contrastive(pos, negative, tau, tau_plus, beta) * (2.0 * tau)
     return _reduce(loss, reduction)
 
 
@@ -453,6 +468,17 @@ def _contrastive(pos: Tensor, neg: Tensor, tau: float, tau_plus: float, beta: fl
         return F.cross_entropy(logits, labels, reduction="none")
     log_neg = negative_log_mass(pos, neg, temperature=tau, tau_plus=tau_plus, beta=beta)
     return F.softplus(log_neg - pos)
+
+
+def _check_logits(pos: Tensor, negative: Tensor, *inputs: tuple[str, Tensor | None]) -> None:
+    """One check of the (small) logits; only if they are not finite, find the input to blame."""
+    if chk.all_finite(pos, negative):
+        return
+    chk.check_finite(*inputs)
+    raise NonFiniteError(
+        "temperature: the logits overflow float32 although every input is finite; "
+        "use a larger temperature"
+    )
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:

@@ -60,8 +60,8 @@ __all__ = [
 #: The six strategies in the order :func:`synthesize` concatenates them (types 1 to 6).
 STRATEGIES: Final = ("interpolated", "extrapolated", "mixed", "noisy", "perturbed", "adversarial")
 
-# Draws `count` hard negatives per query: (B, count, D), float32, unit norm.
-_Picker = Callable[[int], Tensor]
+# Rows of the pool at positions (B, P) -> (B, P, D), float32, unit norm.
+_Rows = Callable[[Tensor], Tensor]
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,6 +92,7 @@ def similarity(query: Tensor, bank: Tensor) -> Tensor:
     """
     chk.check_embeddings("query", query, "(B, D)")
     _check_bank(bank, query)
+    chk.check_finite(("query", query), ("bank", bank))
     return _similarity(F.normalize(query.float(), dim=-1, eps=1e-12), _unit(bank))
 
 
@@ -131,36 +132,8 @@ def hardest_indices(
         >>> hardest_indices(q, bank, 2)
         tensor([[1, 0]])
     """
-    chk.check_embeddings("query", query, "(B, D)")
-    _check_bank(bank, query)
-    b, k = query.shape[0], bank.shape[-2]
-    chk.check_int("n_hard", n_hard, minimum=1)
-    if n_hard > k:
-        raise ValueError(f"n_hard: expected at most K={k} (the bank size), got {n_hard}")
-    if exclude is not None:
-        chk.check_mask("exclude", exclude, (b, k), "(B, K)")
-        chk.check_same_device("exclude", exclude, "query", query)
-        if not chk.tracing():
-            available = k - int(exclude.sum(dim=1).max())
-            if n_hard > available:
-                raise ValueError(
-                    f"n_hard: expected at most {available} (K={k} minus the entries excluded "
-                    f"for some query), got {n_hard}"
-                )
-    with torch.no_grad():
-        if similarity is None:
-            sim = _similarity(_unit(query), _unit(bank))
-        else:
-            sim = chk.check_embeddings("similarity", similarity, "(B, K)", finite=True)
-            if tuple(sim.shape) != (b, k):
-                raise ValueError(
-                    f"similarity: expected shape (B, K) = ({b}, {k}), got {tuple(sim.shape)}"
-                )
-            chk.check_same_device("similarity", sim, "query", query)
-            sim = sim.detach().float()
-        if exclude is not None:
-            sim = sim.masked_fill(exclude, torch.finfo(sim.dtype).min)
-        return sim.topk(n_hard, dim=1, sorted=True).indices
+    idx, _ = _hard_pool(query, bank, n_hard, exclude, similarity)
+    return idx
 
 
 def hardest(
@@ -194,8 +167,8 @@ def hardest(
         >>> hardest(q, bank, 1)
         tensor([[[0.9950, 0.0995]]])
     """
-    idx = hardest_indices(query, bank, n_hard, exclude=exclude, similarity=similarity)
-    return _pool_picker(bank, idx)(None).to(query.dtype)
+    idx, unit_bank = _hard_pool(query, bank, n_hard, exclude, similarity)
+    return _bank_rows(bank, unit_bank, idx)(None).to(query.dtype)
 
 
 def positive_mask(
@@ -268,9 +241,8 @@ def interpolate(
         >>> interpolate(q, hard, 1, alpha=(0.5, 0.5))
         tensor([[[0.7071, 0.7071]]])
     """
-    lo_hi = chk.check_range("alpha", alpha, low=0.0, high=1.0)
-    q, pick = _prepare(query, hard, count, generator)
-    return _finish(_interpolated(q, pick, count, generator, lo_hi), query)
+    part = _Part("interpolated", count, chk.check_range("alpha", alpha, low=0.0, high=1.0))
+    return _from_pool(query, hard, part, generator)
 
 
 def extrapolate(
@@ -302,9 +274,8 @@ def extrapolate(
         >>> extrapolate(q, hard, 1, beta=(2.0, 2.0))
         tensor([[[-0.4472,  0.8944]]])
     """
-    lo_hi = chk.check_range("beta", beta, low=1.0)
-    q, pick = _prepare(query, hard, count, generator)
-    return _finish(_extrapolated(q, pick, count, generator, lo_hi), query)
+    part = _Part("extrapolated", count, chk.check_range("beta", beta, low=1.0))
+    return _from_pool(query, hard, part, generator)
 
 
 def mixup(
@@ -336,9 +307,8 @@ def mixup(
         tensor([[[0., 1.],
                  [0., 1.]]])
     """
-    lo_hi = chk.check_range("gamma", gamma, low=0.0, high=1.0)
-    q, pick = _prepare(query, hard, count, generator)
-    return _finish(_mixed(q, pick, count, generator, lo_hi), query)
+    part = _Part("mixed", count, chk.check_range("gamma", gamma, low=0.0, high=1.0))
+    return _from_pool(query, hard, part, generator)
 
 
 def add_noise(
@@ -371,9 +341,8 @@ def add_noise(
         >>> add_noise(q, hard, 1, sigma=0.0)
         tensor([[[0., 1.]]])
     """
-    s = chk.check_number("sigma", sigma, low=0.0)
-    q, pick = _prepare(query, hard, count, generator)
-    return _finish(_noisy(q, pick, count, generator, s), query)
+    part = _Part("noisy", count, chk.check_number("sigma", sigma, low=0.0))
+    return _from_pool(query, hard, part, generator)
 
 
 def perturb(
@@ -405,9 +374,8 @@ def perturb(
         >>> perturb(q, hard, 1, delta=1.0)
         tensor([[[0.7071, 0.7071]]])
     """
-    d = chk.check_number("delta", delta, low=0.0)
-    q, pick = _prepare(query, hard, count, generator)
-    return _finish(_perturbed(q, pick, count, d), query)
+    part = _Part("perturbed", count, chk.check_number("delta", delta, low=0.0))
+    return _from_pool(query, hard, part, generator)
 
 
 def adversarial(
@@ -446,58 +414,111 @@ def adversarial(
         tensor([[[1., 0.]]])
     """
     e = chk.check_number("eta", eta, low=0.0)
-    n_steps = chk.check_int("steps", steps, minimum=1)
-    q, pick = _prepare(query, hard, count, generator)
-    return _finish(_adversarial(q, pick, count, e, n_steps), query)
+    part = _Part("adversarial", count, e, chk.check_int("steps", steps, minimum=1))
+    return _from_pool(query, hard, part, generator)
 
 
-# The kernels: q is (B, D) float32 with unit rows; pick(c) gives (B, c, D) float32 unit rows.
-# Each draws its pool picks first, then its coefficients, so that synthesize() and the public
-# functions consume a generator in the same order and give identical samples.
+# The engine. Every strategy first draws its pool positions, then its coefficients, in
+# STRATEGIES order, so synthesize() and the public functions consume a generator identically.
+# All picks are then gathered in one go, each strategy writes its slice of one preallocated
+# output in place, and the output is normalised once: few passes over (B, M, D) memory.
 
 
-def _interpolated(
-    q: Tensor, pick: _Picker, count: int, gen: torch.Generator | None, rng: tuple[float, float]
+@dataclass(frozen=True)
+class _Part:
+    """One strategy's share of the output: its count and coefficient (range)."""
+
+    kind: str
+    count: int
+    param: tuple[float, float] | float
+    steps: int = 1
+
+    @property
+    def picks(self) -> int:
+        return 2 * self.count if self.kind == "mixed" else self.count
+
+
+def _draw(
+    part: _Part,
+    batch: int,
+    dim: int,
+    n_pool: int,
+    gen: torch.Generator | None,
+    device: torch.device,
+) -> tuple[Tensor, Tensor | None]:
+    pos = _randint(n_pool, (batch, part.picks), gen, device)
+    if part.kind in ("interpolated", "extrapolated", "mixed"):
+        assert isinstance(part.param, tuple)
+        return pos, _uniform((batch, part.count, 1), part.param, gen, device)
+    if part.kind == "noisy":
+        return pos, _normal(torch.Size((batch, part.count, dim)), gen, device)
+    return pos, None
+
+
+def _write(out: Tensor, part: _Part, q: Tensor, n: Tensor, coef: Tensor | None) -> None:
+    """Fill ``out`` (B, c, D) with part's unnormalised samples from picks ``n`` (B, picks, D).
+
+    In-place arithmetic on the output slice: no temporaries of the output's size, and no
+    ``out=`` arguments (torch.compile rejects them on non-contiguous slices).
+    """
+    qb = q[:, None, :]
+    if part.kind == "interpolated":  # a*q + (1-a)*n = n + a*(q - n)
+        assert coef is not None
+        out.copy_(qb.expand_as(out)).sub_(n).mul_(coef).add_(n)
+    elif part.kind == "extrapolated":  # q + b*(n - q)
+        assert coef is not None
+        out.copy_(n).sub_(qb).mul_(coef).add_(qb)
+    elif part.kind == "mixed":  # c*n + (1-c)*n' = n' + c*(n - n')
+        assert coef is not None
+        first, second = n[:, : part.count], n[:, part.count :]
+        out.copy_(first).sub_(second).mul_(coef).add_(second)
+    elif part.kind == "noisy":  # n + sigma*eps
+        assert coef is not None
+        out.copy_(n).add_(coef, alpha=float(part.param))  # type: ignore[arg-type]
+    elif part.kind == "perturbed":  # n + delta*q: one ascent step on q.n, whose gradient is q
+        out.copy_(n).add_(qb, alpha=float(part.param))  # type: ignore[arg-type]
+    else:  # adversarial: signed steps, renormalised in between; the caller normalises the last
+        step = torch.sign(qb).mul_(float(part.param))  # type: ignore[arg-type]
+        out.copy_(n).add_(step)
+        for _ in range(part.steps - 1):  # over steps, not samples
+            _normalize_(out)
+            out.add_(step)
+
+
+def _generate(
+    q: Tensor, rows: _Rows, n_pool: int, parts: list[_Part], gen: torch.Generator | None
 ) -> Tensor:
-    n = pick(count)
-    a = _uniform((q.shape[0], count, 1), rng, gen, q.device)
-    return a * q[:, None, :] + (1.0 - a) * n
+    """All parts' samples, (B, sum of counts, D), float32, unit norm."""
+    b, d = q.shape
+    draws = [_draw(part, b, d, n_pool, gen, q.device) for part in parts]
+    out = q.new_empty((b, sum(part.count for part in parts), d))
+    if out.shape[1] == 0:
+        return out
+    picks = rows(torch.cat([pos for pos, _ in draws], dim=1))
+    o = p = 0
+    for part, (pos, coef) in zip(parts, draws, strict=True):
+        if part.count:
+            _write(out[:, o : o + part.count], part, q, picks[:, p : p + pos.shape[1]], coef)
+        o, p = o + part.count, p + pos.shape[1]
+    return _normalize_(out)
 
 
-def _extrapolated(
-    q: Tensor, pick: _Picker, count: int, gen: torch.Generator | None, rng: tuple[float, float]
-) -> Tensor:
-    n = pick(count)
-    b = _uniform((q.shape[0], count, 1), rng, gen, q.device)
-    q = q[:, None, :]
-    return q + b * (n - q)
+def _from_pool(query: object, hard: object, part: _Part, generator: object) -> Tensor:
+    """A public strategy function: validate, draw from the given pool, generate."""
+    query = chk.check_embeddings("query", query, "(B, D)")
+    b, d = query.shape
+    hard = chk.check_embeddings("hard", hard, "(B, N, D)", dim=d, sizes={0: ("B", b)})
+    chk.check_same_device("hard", hard, "query", query)
+    chk.check_int("count", part.count, minimum=0)
+    gen = chk.check_generator("generator", generator)
 
+    def rows(pos: Tensor) -> Tensor:
+        picked = hard.gather(1, pos[:, :, None].expand(-1, -1, d))
+        chk.check_finite(("query", query), ("hard", picked))  # the rows actually used
+        return _unit(picked)
 
-def _mixed(
-    q: Tensor, pick: _Picker, count: int, gen: torch.Generator | None, rng: tuple[float, float]
-) -> Tensor:
-    n = pick(2 * count)
-    c = _uniform((q.shape[0], count, 1), rng, gen, q.device)
-    return c * n[:, :count] + (1.0 - c) * n[:, count:]
-
-
-def _noisy(
-    q: Tensor, pick: _Picker, count: int, gen: torch.Generator | None, sigma: float
-) -> Tensor:
-    n = pick(count)
-    return n + sigma * _normal(n.shape, gen, q.device)
-
-
-def _perturbed(q: Tensor, pick: _Picker, count: int, delta: float) -> Tensor:
-    return pick(count) + delta * q[:, None, :]
-
-
-def _adversarial(q: Tensor, pick: _Picker, count: int, eta: float, steps: int) -> Tensor:
-    s = pick(count)
-    step = eta * torch.sign(q)[:, None, :]
-    for _ in range(steps - 1):  # over steps, not samples: the last one is normalised by _finish
-        s = F.normalize(s + step, dim=-1)
-    return s + step
+    out = _generate(_unit(query), rows, hard.shape[1], [part], gen)
+    return out.to(query.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -687,20 +708,19 @@ def synthesize(
     """
     if not isinstance(spec, NegativeSpec):
         raise TypeError(f"spec: expected a NegativeSpec, got {type(spec).__name__}")
-    chk.check_generator("generator", generator)
-    idx = hardest_indices(query, bank, spec.n_hard, exclude=exclude, similarity=similarity)
-    q = _unit(query)
-    pick = _random_picker(_pool_picker(bank, idx), spec.n_hard, q.shape[0], generator, q.device)
-    c = spec.counts
+    gen = chk.check_generator("generator", generator)
+    idx, unit_bank = _hard_pool(query, bank, spec.n_hard, exclude, similarity)
+    pool_rows = _bank_rows(bank, unit_bank, idx)
     parts = [
-        _interpolated(q, pick, c["interpolated"], generator, spec.alpha),
-        _extrapolated(q, pick, c["extrapolated"], generator, spec.beta),
-        _mixed(q, pick, c["mixed"], generator, spec.gamma),
-        _noisy(q, pick, c["noisy"], generator, spec.sigma),
-        _perturbed(q, pick, c["perturbed"], spec.delta),
-        _adversarial(q, pick, c["adversarial"], spec.eta, spec.adversarial_steps),
+        _Part("interpolated", spec.interpolated, spec.alpha),
+        _Part("extrapolated", spec.extrapolated, spec.beta),
+        _Part("mixed", spec.mixed, spec.gamma),
+        _Part("noisy", spec.noisy, spec.sigma),
+        _Part("perturbed", spec.perturbed, spec.delta),
+        _Part("adversarial", spec.adversarial, spec.eta, spec.adversarial_steps),
     ]
-    return _finish(torch.cat(parts, dim=1), query)
+    out = _generate(_unit(query), pool_rows, spec.n_hard, parts, gen)
+    return out.to(query.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -713,8 +733,9 @@ def _unit(x: Tensor) -> Tensor:
     return F.normalize(x.detach().float(), dim=-1, eps=1e-12)
 
 
-def _finish(s: Tensor, query: Tensor) -> Tensor:
-    return F.normalize(s, dim=-1, eps=1e-12).to(query.dtype)
+def _normalize_(x: Tensor) -> Tensor:
+    """Scale the rows of a float32 tensor to unit norm, in place."""
+    return x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12))
 
 
 def _check_bank(bank: object, query: Tensor) -> Tensor:
@@ -723,55 +744,71 @@ def _check_bank(bank: object, query: Tensor) -> Tensor:
     return bank
 
 
-def _pool_picker(bank: Tensor, idx: Tensor) -> Callable[[Tensor | None], Tensor]:
-    """Rows of the bank at pool positions ``pos`` (B, c), or the whole pool for ``None``."""
+def _hard_pool(
+    query: object,
+    bank: object,
+    n_hard: object,
+    exclude: Tensor | None,
+    similarity: Tensor | None,
+) -> tuple[Tensor, Tensor | None]:
+    """Validated hard-pool indices (B, N), and the unit float32 bank if it was computed."""
+    query = chk.check_embeddings("query", query, "(B, D)")
+    bank = _check_bank(bank, query)
+    b, k = query.shape[0], bank.shape[-2]
+    chk.check_int("n_hard", n_hard, minimum=1)
+    assert isinstance(n_hard, int)
+    if n_hard > k:
+        raise ValueError(f"n_hard: expected at most K={k} (the bank size), got {n_hard}")
+    if exclude is not None:
+        chk.check_mask("exclude", exclude, (b, k), "(B, K)")
+        chk.check_same_device("exclude", exclude, "query", query)
+        if not chk.tracing():
+            available = k - int(exclude.sum(dim=1).max())
+            if n_hard > available:
+                raise ValueError(
+                    f"n_hard: expected at most {available} (K={k} minus the entries excluded "
+                    f"for some query), got {n_hard}"
+                )
+    if similarity is not None:
+        chk.check_embeddings("similarity", similarity, "(B, K)")
+        if tuple(similarity.shape) != (b, k):
+            raise ValueError(
+                f"similarity: expected shape (B, K) = ({b}, {k}), got {tuple(similarity.shape)}"
+            )
+        chk.check_same_device("similarity", similarity, "query", query)
+    chk.check_finite(("query", query), ("bank", bank), ("similarity", similarity))
+    unit_bank = None
+    with torch.no_grad():
+        if similarity is None:
+            unit_bank = _unit(bank)
+            sim = _similarity(_unit(query), unit_bank)
+        else:
+            sim = similarity.detach().float()
+        if exclude is not None:
+            sim = sim.masked_fill(exclude, torch.finfo(sim.dtype).min)
+        return sim.topk(n_hard, dim=1, sorted=True).indices, unit_bank
+
+
+def _bank_rows(
+    bank: Tensor, unit_bank: Tensor | None, idx: Tensor
+) -> Callable[[Tensor | None], Tensor]:
+    """Unit float32 bank rows at pool positions ``pos`` (B, P), or the whole pool for None."""
+    b, d = idx.shape[0], bank.shape[-1]
 
     def rows(pos: Tensor | None) -> Tensor:
         bank_idx = idx if pos is None else idx.gather(1, pos)
-        if bank.ndim == 2:
-            chosen = bank.detach()[bank_idx]
+        # Normalise whichever is smaller: the bank, or the rows picked from it.
+        source = unit_bank
+        if source is None and bank.shape[-2] * (b if bank.ndim == 3 else 1) <= bank_idx.numel():
+            source = _unit(bank)
+        raw = bank.detach() if source is None else source
+        if raw.ndim == 2:
+            chosen = raw[bank_idx]
         else:
-            d = bank.shape[-1]
-            flat = bank_idx[:, :, None].expand(-1, -1, d)
-            chosen = bank.detach().gather(1, flat)
-        return _unit(chosen)
+            chosen = raw.gather(1, bank_idx[:, :, None].expand(-1, -1, d))
+        return _unit(chosen) if source is None else chosen
 
     return rows
-
-
-def _random_picker(
-    rows: Callable[[Tensor | None], Tensor],
-    n_hard: int,
-    batch: int,
-    gen: torch.Generator | None,
-    device: torch.device,
-) -> _Picker:
-    """Draws pool positions uniformly with replacement, then fetches those rows."""
-
-    def pick(count: int) -> Tensor:
-        pos = _randint(n_hard, (batch, count), gen, device)
-        return rows(pos)
-
-    return pick
-
-
-def _prepare(
-    query: object, hard: object, count: object, generator: object
-) -> tuple[Tensor, _Picker]:
-    """Validates a strategy's arguments; returns the unit query and a picker over ``hard``."""
-    query = chk.check_embeddings("query", query, "(B, D)")
-    b, d = query.shape
-    hard = chk.check_embeddings("hard", hard, "(B, N, D)", dim=d, sizes={0: ("B", b)})
-    chk.check_same_device("hard", hard, "query", query)
-    chk.check_int("count", count, minimum=0)
-    gen = chk.check_generator("generator", generator)
-    n = hard.shape[1]
-
-    def rows(pos: Tensor | None) -> Tensor:
-        chosen = hard if pos is None else hard.gather(1, pos[:, :, None].expand(-1, -1, d))
-        return _unit(chosen)
-
-    return _unit(query), _random_picker(rows, n, b, gen, query.device)
 
 
 def _gen_device(gen: torch.Generator | None, device: torch.device) -> torch.device:

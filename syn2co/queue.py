@@ -92,6 +92,7 @@ class NegativeQueue(nn.Module):
                 together bring more than K keys, only the newest K are kept.
         """
         chk.check_embeddings("keys", keys, "(B, D)", dim=self.dim)
+        chk.check_finite(("keys", keys))
         chk.check_same_device("keys", keys, "the queue's buffers", self.keys)
         rows = F.normalize(distributed.gather(keys).float(), dim=1).to(self.keys.dtype)
         n, size = rows.shape[0], self.size
