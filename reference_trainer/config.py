@@ -107,6 +107,11 @@ class TrainConfig:
     checkpoint_every: int = _opt("Save a checkpoint every N steps (and at the end).", 500)
     log_every: int = _opt("Write metrics and check the loss every N steps.", 10)
     hardness_every: int = _opt("Log syn2co.diagnostics hardness stats every N steps.", 100)
+    check_inputs: bool = _opt(
+        "Run syn2co's NaN/inf input checks in every call (a GPU sync each; the loop itself "
+        "checks the loss every --log-every steps).",
+        False,
+    )
     resume: str | None = _opt("Checkpoint file or run directory to resume from.")
     stop_at: int | None = _opt(
         "Stop at this global step with a checkpoint; the schedules still run to --steps "

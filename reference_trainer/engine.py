@@ -36,7 +36,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from syn2co import NonFiniteError, distributed
+from syn2co import NonFiniteError, distributed, value_checks
 from syn2co.diagnostics import hardness_stats
 from syn2co.schedules import ActiveWindow, cosine_schedule
 
@@ -61,6 +61,7 @@ RESUMABLE_OVERRIDES = frozenset(
         "device",
         "data",
         "val_data",
+        "check_inputs",
     }
 )
 
@@ -336,7 +337,7 @@ class Trainer:
         )
         consumed = 0
         batches = self.data.iterate(self.step)
-        with progress, stop_requested:
+        with progress, stop_requested, value_checks(cfg.check_inputs):
             while self.step < stop:
                 try:
                     batch = next(batches)
