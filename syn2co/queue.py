@@ -24,12 +24,17 @@ class NegativeQueue(nn.Module):
     every rank holds the same queue. Enqueue after the loss, so that a batch never sees its
     own keys among its negatives.
 
+    With ``tags=True`` the queue also keeps an integer tag per row (for example the source of
+    the image a key came from, real or synthetic), enqueued with the keys; rows never written
+    carry -1. This lets diagnostics tell real from synthetic negatives.
+
     Args:
         size: Number of keys K the queue holds.
         dim: Embedding size D.
         dtype: Storage dtype (float32 by default: the bank feeds float32 logits).
         device: Device of the buffers.
         generator: Random generator for the initial bank.
+        tags: Keep an integer tag per row.
 
     Example:
         >>> queue = NegativeQueue(4, 2, generator=torch.Generator().manual_seed(0))
@@ -43,6 +48,7 @@ class NegativeQueue(nn.Module):
     keys: Tensor
     ptr: Tensor
     count: Tensor
+    tags: Tensor | None
 
     def __init__(
         self,
@@ -52,6 +58,7 @@ class NegativeQueue(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
+        tags: bool = False,
     ) -> None:
         super().__init__()
         chk.check_int("size", size, minimum=1)
@@ -64,6 +71,8 @@ class NegativeQueue(nn.Module):
         # so enqueueing never synchronises with the host).
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer("count", torch.zeros((), dtype=torch.long, device=device))
+        initial_tags = torch.full((size,), -1, dtype=torch.long, device=device) if tags else None
+        self.register_buffer("tags", initial_tags)
 
     @property
     def size(self) -> int:
@@ -83,25 +92,52 @@ class NegativeQueue(nn.Module):
         """
         return self.keys.detach()
 
+    @property
+    def bank_tags(self) -> Tensor:
+        """The tag of each row, shape (K,), long (-1 for rows never written).
+
+        Raises:
+            ValueError: If the queue was built without ``tags=True``.
+        """
+        if self.tags is None:
+            raise ValueError("bank_tags: this queue keeps no tags; build it with tags=True")
+        return self.tags.detach()
+
     @torch.no_grad()
-    def enqueue(self, keys: Tensor) -> None:
-        """Gather ``keys`` from all ranks and write them over the oldest rows.
+    def enqueue(self, keys: Tensor, tags: Tensor | None = None) -> None:
+        """Gather ``keys`` (and ``tags``) from all ranks and write them over the oldest rows.
 
         Args:
             keys: This rank's keys, shape (B, D); normalised before storage. If all ranks
                 together bring more than K keys, only the newest K are kept.
+            tags: Integer tags of shape (B,), for a queue built with ``tags=True`` (required
+                there, refused otherwise).
         """
         chk.check_embeddings("keys", keys, "(B, D)", dim=self.dim)
         chk.check_finite(("keys", keys))
         chk.check_same_device("keys", keys, "the queue's buffers", self.keys)
+        if (tags is None) != (self.tags is None):
+            want = "tags of shape (B,)" if self.tags is not None else "no tags (tags=False)"
+            raise ValueError(
+                f"tags: this queue expects {want}, got {'none' if tags is None else 'tags'}"
+            )
         rows = F.normalize(distributed.gather(keys).float(), dim=1).to(self.keys.dtype)
         n, size = rows.shape[0], self.size
         start = self.ptr
-        if n > size:  # only the newest `size` rows survive; write them where they would land
-            rows = rows[n - size :]
-            start = (self.ptr + (n - size)) % size
+        skip = max(0, n - size)  # only the newest `size` rows survive, where they would land
+        rows = rows[skip:]
+        start = (self.ptr + skip) % size
         idx = (start + torch.arange(rows.shape[0], device=self.keys.device)) % size
         self.keys.index_copy_(0, idx, rows)
+        if self.tags is not None and tags is not None:
+            chk.check_tensor("tags", tags)
+            if tags.dtype.is_floating_point or tuple(tags.shape) != (keys.shape[0],):
+                raise ValueError(
+                    f"tags: expected an integer tensor of shape (B,) = ({keys.shape[0]},), "
+                    f"got {tags.dtype} of shape {tuple(tags.shape)}"
+                )
+            all_tags = distributed.gather(tags.to(self.tags.device, torch.long))[skip:]
+            self.tags.index_copy_(0, idx, all_tags)
         self.ptr.copy_((self.ptr + n) % size)
         self.count.add_(n)
 

@@ -130,3 +130,27 @@ def test_hardness_stats_without_spec_and_with_exclude() -> None:
     assert s["hard_real/max"] < 1 - 1e-4
     with pytest.raises(ValueError, match="synthetic: expected M=4"):
         hardness_stats(keys, keys, synthetic=rand(5, 3, 8), spec=NegativeSpec(n_hard=1, mixed=4))
+
+
+def test_tags_travel_with_their_keys() -> None:
+    q = NegativeQueue(5, 2, tags=True)
+    assert q.bank_tags.tolist() == [-1] * 5
+    keys = [rand(3, 2, seed=i) for i in range(3)]
+    for i, k in enumerate(keys):
+        q.enqueue(k, tags=torch.tensor([10 * i, 10 * i + 1, 10 * i + 2]))
+    # ring buffer of 5: rows hold keys 5..8 (batch 1 row 2, batch 2) and key 4 (batch 1 row 1)
+    tags = q.bank_tags.tolist()
+    for row, tag in enumerate(tags):
+        batch, pos = divmod(tag, 10)
+        assert torch.allclose(q.bank[row], F.normalize(keys[batch][pos], dim=0), atol=1e-6)
+    assert sorted(tags) == [11, 12, 20, 21, 22]
+    with pytest.raises(ValueError, match="tags: this queue expects tags of shape"):
+        q.enqueue(rand(1, 2))
+    with pytest.raises(ValueError, match="tags: this queue expects no tags"):
+        NegativeQueue(4, 2).enqueue(rand(1, 2), tags=torch.zeros(1, dtype=torch.long))
+    with pytest.raises(
+        ValueError, match=r"tags: expected an integer tensor of shape \(B,\) = \(2,\)"
+    ):
+        q.enqueue(rand(2, 2), tags=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="bank_tags: this queue keeps no tags"):
+        NegativeQueue(4, 2).bank_tags
