@@ -28,6 +28,7 @@ Dataset = Literal[
     "builtin", "imagefolder", "cifar10", "cifar100", "stl10", "mnist", "fashion-mnist"
 ]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
+RatioKind = Literal["constant", "linear", "cosine"]
 
 
 class ConfigError(ValueError):
@@ -55,6 +56,20 @@ class TrainConfig:
     img_size: int = _opt("Image side in pixels; presets exist for 32, 64, 96 and 224.", 32)
     builtin_size: int = _opt("Images in the built-in training set.", 10_000)
     strict_data: bool = _opt("Fail on the first unreadable image instead of skipping it.", False)
+    synthetic_data: str | None = _opt(
+        "Synthetic images (an imagefolder directory, e.g. made by syn2co-train synth) mixed "
+        "into every batch."
+    )
+    synthetic_fraction: float = _opt(
+        "Fraction of every global batch drawn from --synthetic-data (1.0: synthetic only).", 0.0
+    )
+    synthetic_fraction_end: float | None = _opt(
+        "Synthetic fraction at the last step, with --synthetic-schedule linear or cosine."
+    )
+    synthetic_schedule: RatioKind = _opt(
+        "How the synthetic fraction moves from --synthetic-fraction to --synthetic-fraction-end.",
+        "constant",
+    )
     workers: int = _opt("DataLoader worker processes per rank.", 2)
     # --- schedule -----------------------------------------------------------------------------
     batch_size: int = _opt("Global batch size (all ranks together).", 64)
@@ -283,6 +298,7 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
         )
     if cfg.batch_size < 2:
         raise ConfigError("--batch-size must be at least 2 (contrastive losses need negatives)")
+    check_mixing(cfg)
     steps_per_epoch = max(1, train_size // cfg.batch_size)
     if cfg.steps is not None:
         if cfg.steps < 1:
@@ -353,6 +369,28 @@ def _negative_spec(cfg: TrainConfig, world_size: int) -> NegativeSpec | None:
     if cfg.negatives_start < 0:
         raise ConfigError("--negatives-start must be >= 0")
     return spec if spec.total > 0 else None
+
+
+def check_mixing(cfg: TrainConfig) -> None:
+    """The real/synthetic mixing options are consistent (fails before any data is read)."""
+    fractions = [cfg.synthetic_fraction]
+    if cfg.synthetic_fraction_end is not None:
+        fractions.append(cfg.synthetic_fraction_end)
+    for name, value in zip(
+        ("--synthetic-fraction", "--synthetic-fraction-end"), fractions, strict=False
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], got {value}")
+    if cfg.synthetic_schedule == "constant" and cfg.synthetic_fraction_end is not None:
+        raise ConfigError("--synthetic-fraction-end needs --synthetic-schedule linear or cosine")
+    if cfg.synthetic_schedule != "constant" and cfg.synthetic_fraction_end is None:
+        raise ConfigError(
+            f"--synthetic-schedule {cfg.synthetic_schedule} needs --synthetic-fraction-end"
+        )
+    if max(fractions) > 0 and cfg.synthetic_data is None:
+        raise ConfigError("--synthetic-fraction > 0 needs --synthetic-data DIR (an imagefolder)")
+    if cfg.synthetic_data is not None and max(fractions) == 0:
+        raise ConfigError("--synthetic-data is given but --synthetic-fraction is 0")
 
 
 def _default(value: Any, fallback: Any) -> Any:

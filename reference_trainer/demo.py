@@ -33,7 +33,7 @@ def demo_config(out: Path, *, steps: int, negatives: str, workers: int) -> Train
             "proj_hidden": 1024,
             "proj_dim": 128,
             "queue_size": 2048,
-            "batch_size": 128,
+            "batch_size": 64,
             "steps": steps,
             "lr": 2e-3,
             "drop_path": 0.0,

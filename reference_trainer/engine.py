@@ -38,12 +38,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from syn2co import NonFiniteError, distributed, value_checks
 from syn2co.diagnostics import hardness_stats
+from syn2co.samplers import REAL, SYNTHETIC
 from syn2co.schedules import ActiveWindow, cosine_schedule
 
 from . import checkpoint as ckpt
 from .config import ConfigError, Resolved, TrainConfig, resolve, save_config
 from .data.pipeline import TrainData, build_train_data
-from .methods import MoBY, MoCoV3
+from .methods import MethodOutput, MoBY, MoCoV3
 from .models import build_networks, ema_update, parameter_groups
 
 #: Options that may differ from the checkpoint's config when resuming. Everything else must
@@ -72,6 +73,25 @@ class NonFiniteLossError(RuntimeError):
 
 class Interrupted(RuntimeError):
     """SIGINT/SIGTERM stopped the run after a checkpoint was written."""
+
+
+@dataclass(frozen=True)
+class _StepInfo:
+    lr: float
+    momentum: float
+    synthetic: bool  # synthetic negatives were active
+
+
+@dataclass
+class _Pending:
+    """A trained step whose numbers still live on the device (read at the next flush)."""
+
+    step: int
+    loss: Tensor
+    info: _StepInfo
+    epoch: int
+    hardness: dict[str, float]
+    counts: Tensor | None  # (2,) real and synthetic images in this rank's batch
 
 
 @dataclass
@@ -171,6 +191,7 @@ class Trainer:
                 temperature=cfg.temperature,
                 spec=self.spec,
                 generator=init_gen,
+                tags=self.data.mixing,
             ).to(device)
         else:
             self.method = MoCoV3(temperature=cfg.temperature, spec=self.spec)
@@ -278,7 +299,13 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- one step
 
-    def train_step(self, view1: Tensor, view2: Tensor) -> tuple[Tensor, Any]:
+    def train_step(
+        self, view1: Tensor, view2: Tensor, sources: Tensor | None = None
+    ) -> tuple[Tensor, MethodOutput, _StepInfo]:
+        """One optimizer step on a batch of two views (B, 3, H, W) already on the device.
+
+        ``sources`` (B,) tags each image real (0) or synthetic (1) when mixing.
+        """
         cfg, total = self.cfg, self.resolved.total_steps
         assert cfg.lr is not None and cfg.warmup_steps is not None and cfg.clip_grad is not None
         lr = cosine_schedule(self.step, total, cfg.lr, 0.0, warmup_steps=cfg.warmup_steps)
@@ -295,7 +322,9 @@ class Trainer:
             p1, p2 = self.online_step(view1, view2)
             with torch.no_grad():
                 t1, t2 = self.target_step((view1, view2))
-            out = self.method(p1, p2, t1, t2, synthetic=synthetic, generator=self.negatives_gen)
+            out = self.method(
+                p1, p2, t1, t2, synthetic=synthetic, generator=self.negatives_gen, sources=sources
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
         if cfg.clip_grad > 0:
@@ -304,9 +333,62 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         ema_update(self.target, self.online.encoder, momentum)
-        self.method.update(t1.detach(), t2.detach())
+        self.method.update(t1.detach(), t2.detach(), sources)
         self.step += 1
-        return out.loss.detach(), (out, lr, momentum, synthetic)
+        return out.loss.detach(), out, _StepInfo(lr, momentum, synthetic)
+
+    def hardness(self, out: MethodOutput, sources: Tensor | None) -> dict[str, float]:
+        """The syn2co.diagnostics hardness stats of direction 1, split by source when mixing.
+
+        ``<source>_queries/...``: real (or synthetic) images as queries, with their positives;
+        ``<source>_negatives/...``: the real-negative groups restricted to bank entries that
+        came from real (or synthetic) images.
+        """
+        d = out.directions[0]
+        n_hard = self.spec.n_hard if self.spec else 256
+        stats = hardness_stats(
+            d.query,
+            d.positive,
+            d.bank,
+            d.synthetic,
+            spec=self.spec if d.synthetic is not None else None,
+            n_hard=min(n_hard, d.bank.shape[0] - 1),
+            exclude=d.exclude,
+            prefix="hardness/",
+        )
+        if sources is None:
+            return stats
+        sources = sources.to(d.query.device)
+        for name, code in (("real", REAL), ("synthetic", SYNTHETIC)):
+            rows = sources == code
+            if bool(rows.any()):
+                stats |= hardness_stats(
+                    d.query[rows],
+                    d.positive[rows],
+                    d.bank,
+                    None if d.synthetic is None else d.synthetic[rows],
+                    spec=self.spec if d.synthetic is not None else None,
+                    n_hard=min(n_hard, d.bank.shape[0] - 1),
+                    exclude=None if d.exclude is None else d.exclude[rows],
+                    prefix=f"hardness/{name}_queries/",
+                )
+            if d.bank_tags is None:
+                continue
+            exclude = (d.bank_tags != code)[None, :].expand(d.query.shape[0], -1)
+            if d.exclude is not None:
+                exclude = exclude | d.exclude
+            available = int((~exclude).sum(dim=1).min())
+            if available >= 1:
+                group = hardness_stats(
+                    d.query,
+                    d.positive,
+                    d.bank,
+                    exclude=exclude,
+                    n_hard=min(n_hard, available),
+                    prefix=f"hardness/{name}_negatives/",
+                )
+                stats |= {k: v for k, v in group.items() if "/positive/" not in k}
+        return stats
 
     # ---------------------------------------------------------------------------- the loop
 
@@ -319,7 +401,7 @@ class Trainer:
         logger = MetricsLogger(self.run_dir, enabled=self.main)
         stop_requested = _StopFlag()
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        pending: list[tuple[int, Tensor, float, float, bool, int, dict[str, float]]] = []
+        pending: list[_Pending] = []
         last_loss = float("nan")
         t_start = t_flush = time.perf_counter()
         step_at_flush = start = self.step
@@ -350,26 +432,19 @@ class Trainer:
                     self.data.report_skipped(batch.skipped, self.console if self.main else None)
                 v1 = batch.view1.to(self.device, non_blocking=True)
                 v2 = batch.view2.to(self.device, non_blocking=True)
+                sources = batch.sources if self.data.mixing else None
                 try:
-                    loss, (out, lr, momentum, synthetic) = self.train_step(v1, v2)
-                    hardness: dict[str, float] = {}
-                    if self.step % cfg.hardness_every == 0 or self.step == 1:
-                        d = out.directions[0]
-                        hardness = hardness_stats(
-                            d.query,
-                            d.positive,
-                            d.bank,
-                            d.synthetic,
-                            spec=self.spec if d.synthetic is not None else None,
-                            n_hard=min(self.spec.n_hard if self.spec else 256, d.bank.shape[0] - 1),
-                            exclude=d.exclude,
-                            prefix="hardness/",
-                        )
+                    loss, out, info = self.train_step(v1, v2, sources)
+                    due = self.step % cfg.hardness_every == 0 or self.step == 1
+                    hardness = self.hardness(out, sources) if due else {}
                 except NonFiniteError as e:  # syn2co's checks saw diverged embeddings first
                     raise NonFiniteLossError(self._diverged(f"({e})")) from None
                 nonfinite |= ~torch.isfinite(loss)
+                counts = None
+                if sources is not None:  # the batch's composition, summed over ranks later
+                    counts = torch.stack([(sources == REAL).sum(), (sources == SYNTHETIC).sum()])
                 pending.append(
-                    (self.step, loss, lr, momentum, synthetic, self.data.sampler.epoch, hardness)
+                    _Pending(self.step, loss, info, self.data.sampler.epoch, hardness, counts)
                 )
 
                 boundary = self.step % cfg.log_every == 0 or self.step == stop
@@ -382,26 +457,15 @@ class Trainer:
                 now = time.perf_counter()
                 rate = (self.step - step_at_flush) * cfg.batch_size / max(now - t_flush, 1e-9)
                 t_flush, step_at_flush = now, self.step
-                values = _global_mean(torch.stack([p[1] for p in pending]).float()).tolist()
-                for (s, _, lr_s, m_s, syn_s, ep, hard), value in zip(pending, values, strict=True):
-                    record = {
-                        "step": s,
-                        "epoch": ep,
-                        "loss": value,
-                        "lr": lr_s,
-                        "momentum": m_s,
-                        "synthetic": syn_s,
-                        "img_per_s": rate,
-                        **hard,
-                    }
+                for record in _records(pending, rate, self.device):
                     logger.write(record)
-                last_loss = values[-1]
+                    last_loss = record["loss"]
                 pending.clear()
                 progress.update(
                     task,
                     completed=self.step,
                     loss=last_loss,
-                    lr=lr,
+                    lr=info.lr,
                     rate=rate,
                     epoch=self.data.sampler.epoch,
                 )
@@ -501,13 +565,37 @@ def _agree(nonfinite: Tensor, stop: bool, device: torch.device) -> tuple[bool, b
     return bool(bad), bool(halt)
 
 
-def _global_mean(values: Tensor) -> Tensor:
-    """The mean over ranks of each rank's (local-batch mean) losses: the global batch's loss."""
-    if distributed.world_size() > 1:
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        values /= distributed.world_size()
-    return values
+def _records(pending: list[_Pending], rate: float, device: torch.device) -> list[dict[str, Any]]:
+    """The metrics lines of the pending steps, with one reduction over ranks.
+
+    The logged loss is the global batch's (the mean of the ranks' local means); the real and
+    synthetic counts are summed over ranks.
+    """
+    world = distributed.world_size()
+    losses = torch.stack([p.loss.float() for p in pending]) / world
+    counted = [p.counts for p in pending if p.counts is not None]
+    counts = torch.stack(counted).to(device).float() if counted else losses.new_zeros(0, 2)
+    packed = torch.cat([losses.to(device), counts.flatten()])
+    if world > 1:
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    values = packed.tolist()
+    loss_values, count_values = values[: len(pending)], values[len(pending) :]
+    records = []
+    for i, p in enumerate(pending):
+        record: dict[str, Any] = {
+            "step": p.step,
+            "epoch": p.epoch,
+            "loss": loss_values[i],
+            "lr": p.info.lr,
+            "momentum": p.info.momentum,
+            "synthetic_negatives": p.info.synthetic,
+            "img_per_s": rate,
+        }
+        if p.counts is not None:
+            record["real"] = round(count_values[2 * i])
+            record["synthetic"] = round(count_values[2 * i + 1])
+        records.append(record | p.hardness)
+    return records
 
 
 class _StopFlag:

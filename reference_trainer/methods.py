@@ -29,6 +29,7 @@ class Direction:
     bank: Tensor  # (K, D) the real negatives of this direction
     synthetic: Tensor | None  # (B, M, D)
     exclude: Tensor | None  # (B, K) bank entries that are not negatives
+    bank_tags: Tensor | None = None  # (K,) source of each bank entry: 0 real, 1 synthetic, -1 none
 
 
 @dataclass
@@ -53,10 +54,11 @@ class MoBY(nn.Module):
         temperature: float,
         spec: NegativeSpec | None,
         generator: torch.Generator | None = None,
+        tags: bool = False,
     ) -> None:
         super().__init__()
-        self.queue1 = NegativeQueue(queue_size, dim, generator=generator)
-        self.queue2 = NegativeQueue(queue_size, dim, generator=generator)
+        self.queue1 = NegativeQueue(queue_size, dim, generator=generator, tags=tags)
+        self.queue2 = NegativeQueue(queue_size, dim, generator=generator, tags=tags)
         self.temperature = temperature
         self.spec = spec
 
@@ -69,7 +71,9 @@ class MoBY(nn.Module):
         *,
         synthetic: bool,
         generator: torch.Generator | None = None,
+        sources: Tensor | None = None,
     ) -> MethodOutput:
+        del sources  # the queues' tags already say where each negative came from
         banks = (self.queue2.bank, self.queue1.bank)  # the bank of the positive's view
         sims: list[Tensor | None] = [None, None]
         extra: list[Tensor | None] = [None, None]
@@ -91,15 +95,17 @@ class MoBY(nn.Module):
             negative_similarity=(sims[0], sims[1]),
             temperature=self.temperature,
         )
-        d1 = Direction(p1, t2, banks[0], extra[0], None)
-        d2 = Direction(p2, t1, banks[1], extra[1], None)
+        tags = [q.tags.detach() if q.tags is not None else None for q in (self.queue2, self.queue1)]
+        d1 = Direction(p1, t2, banks[0], extra[0], None, tags[0])
+        d2 = Direction(p2, t1, banks[1], extra[1], None, tags[1])
         return MethodOutput(loss, (d1, d2))
 
     @torch.no_grad()
-    def update(self, t1: Tensor, t2: Tensor) -> None:
-        """Enqueue this step's target projections (after the loss)."""
-        self.queue1.enqueue(t1)
-        self.queue2.enqueue(t2)
+    def update(self, t1: Tensor, t2: Tensor, sources: Tensor | None = None) -> None:
+        """Enqueue this step's target projections (after the loss), tagged with their source
+        when the queues keep tags."""
+        self.queue1.enqueue(t1, sources if self.queue1.tags is not None else None)
+        self.queue2.enqueue(t2, sources if self.queue2.tags is not None else None)
 
 
 class MoCoV3(nn.Module):
@@ -122,6 +128,7 @@ class MoCoV3(nn.Module):
         *,
         synthetic: bool,
         generator: torch.Generator | None = None,
+        sources: Tensor | None = None,
     ) -> MethodOutput:
         b = p1.shape[0]
         keys = (distributed.gather(t2), distributed.gather(t1))
@@ -135,11 +142,12 @@ class MoCoV3(nn.Module):
         loss = moco_v3_loss(
             p1, t2, extra_negatives=extra[0], temperature=self.temperature
         ) + moco_v3_loss(p2, t1, extra_negatives=extra[1], temperature=self.temperature)
-        d1 = Direction(p1, t2, keys[0], extra[0], mask)
-        d2 = Direction(p2, t1, keys[1], extra[1], mask)
+        tags = None if sources is None else distributed.gather(sources.to(p1.device))
+        d1 = Direction(p1, t2, keys[0], extra[0], mask, tags)
+        d2 = Direction(p2, t1, keys[1], extra[1], mask, tags)
         return MethodOutput(loss, (d1, d2))
 
-    def update(self, t1: Tensor, t2: Tensor) -> None:
+    def update(self, t1: Tensor, t2: Tensor, sources: Tensor | None = None) -> None:
         """No state to update."""
 
 

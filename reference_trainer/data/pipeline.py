@@ -12,15 +12,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from syn2co.samplers import MixedSourceBatchSampler
+from syn2co.samplers import MixedDataset, MixedSourceBatchSampler, RatioSchedule
 
-from ..config import ConfigError, Resolved, TrainConfig
+from ..config import ConfigError, Resolved, TrainConfig, check_mixing
 from .base import ImageDataset
 from .datasets import build_dataset
 from .transforms import (
@@ -109,10 +109,16 @@ def dataset_for(cfg: TrainConfig, split: str) -> ImageDataset:
 
 @dataclass
 class TrainData:
-    """The training dataset, and (after :meth:`configure`) its sampler and loader."""
+    """The training images (real, and synthetic when mixing), then the sampler and loader.
+
+    With ``--synthetic-data`` every global batch holds the configured synthetic fraction
+    (``syn2co.samplers.MixedSourceBatchSampler``), items carry their source (0 real, 1
+    synthetic) and an epoch is (real + synthetic images) / global batch steps.
+    """
 
     cfg: TrainConfig
-    dataset: ImageDataset
+    real: Dataset[Any]
+    synthetic: Dataset[Any] | None
     rank: int
     world_size: int
     sampler: MixedSourceBatchSampler = field(init=False)
@@ -120,24 +126,46 @@ class TrainData:
     _warned: set[str] = field(default_factory=set)
 
     @property
+    def mixing(self) -> bool:
+        return self.synthetic is not None
+
+    @property
     def train_size(self) -> int:
-        return len(self.dataset)
+        return _size(self.real) + (0 if self.synthetic is None else _size(self.synthetic))
 
     def configure(self, resolved: Resolved) -> None:
         cfg = resolved.config
-        self.sampler = MixedSourceBatchSampler(
-            self.train_size,
-            0,
-            cfg.batch_size // self.world_size,
-            0.0,
-            seed=cfg.seed,
-            rank=self.rank,
-            world_size=self.world_size,
-            steps_per_epoch=resolved.steps_per_epoch,
-        )
+        fraction: float | RatioSchedule = cfg.synthetic_fraction
+        if cfg.synthetic_schedule != "constant":
+            assert cfg.synthetic_fraction_end is not None
+            build = (
+                RatioSchedule.linear if cfg.synthetic_schedule == "linear" else RatioSchedule.cosine
+            )
+            fraction = build(
+                cfg.synthetic_fraction, cfg.synthetic_fraction_end, steps=resolved.total_steps
+            )
+        synthetic: Any = self.synthetic if self.synthetic is not None else []
+        try:
+            self.sampler = MixedSourceBatchSampler(
+                _size(self.real),
+                _size(synthetic),
+                cfg.batch_size // self.world_size,
+                fraction,
+                seed=cfg.seed,
+                rank=self.rank,
+                world_size=self.world_size,
+                steps_per_epoch=resolved.steps_per_epoch,
+            )
+        except ValueError as e:
+            raise ConfigError(f"real/synthetic mixing: {e}") from None
         transform = TwoViewTransform(AugmentationConfig.for_size(cfg.img_size))
+        dataset: Dataset[Any] = (
+            self.real
+            if self.synthetic is None
+            else MixedDataset(cast(Any, self.real), cast(Any, self.synthetic))
+        )
         self.loader = DataLoader(
-            SeededTwoViews(self.dataset, transform),
+            SeededTwoViews(dataset, transform),
             batch_sampler=StepSeededBatches(self.sampler, cfg.seed),
             num_workers=cfg.workers,
             collate_fn=collate_two_views,
@@ -165,7 +193,30 @@ class TrainData:
 def build_train_data(cfg: TrainConfig, *, rank: int, world_size: int) -> TrainData:
     if cfg.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
-    return TrainData(cfg, dataset_for(cfg, "train"), rank, world_size)
+    check_mixing(cfg)  # before any file is read
+    synthetic_only = cfg.synthetic_fraction == 1.0 and cfg.synthetic_schedule == "constant"
+    if synthetic_only and cfg.dataset == "imagefolder" and cfg.data is None:
+        real: Dataset[Any] = _Empty()  # synthetic only; --data is needed later for eval only
+    else:
+        real = dataset_for(cfg, "train")
+    synthetic = None
+    if cfg.synthetic_data is not None:
+        synthetic = build_dataset(
+            "imagefolder", cfg.synthetic_data, "synthetic", strict=cfg.strict_data
+        )
+    return TrainData(cfg, real, synthetic, rank, world_size)
+
+
+class _Empty(Dataset[Any]):
+    def __len__(self) -> int:
+        return 0
+
+    def __getitem__(self, index: int) -> Any:
+        raise IndexError(index)
+
+
+def _size(dataset: Any) -> int:
+    return len(dataset)
 
 
 def eval_loader(

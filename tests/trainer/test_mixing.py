@@ -1,0 +1,221 @@
+"""Pretraining on real + synthetic image mixes through the CLI (Syn2Co)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from reference_trainer.cli import app
+from syn2co.samplers import RatioSchedule, split_counts
+
+from .conftest import tiny_run, write_image_folder
+
+
+def records(run: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path, Path]:
+    real = write_image_folder(tmp_path / "real" / "train", per_class=8)
+    val = write_image_folder(tmp_path / "real" / "val", per_class=4)
+    synth = write_image_folder(tmp_path / "synth", classes=2, per_class=6, size=40)
+    return real, val, synth
+
+
+def mix_args(run: Path, real: Path, val: Path, synth: Path, *extra: str) -> list[str]:
+    return [
+        *tiny_run(run),
+        "--dataset",
+        "imagefolder",
+        "--data",
+        str(real),
+        "--val-data",
+        str(val),
+        "--synthetic-data",
+        str(synth),
+        "--batch-size",
+        "8",
+        "--log-every",
+        "1",
+        *extra,
+    ]
+
+
+def test_every_batch_holds_the_requested_counts(
+    runner: CliRunner, tmp_path: Path, folders: tuple[Path, Path, Path]
+) -> None:
+    run = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            *mix_args(
+                run,
+                *folders,
+                "--synthetic-fraction",
+                "0.25",
+                "--steps",
+                "6",
+                "--negatives",
+                "synco-v2",
+            )
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    got = [(r["real"], r["synthetic"]) for r in records(run)]
+    assert got == [split_counts(8, 0.25)] * 6 == [(6, 2)] * 6
+    # hardness split by source: queries of each source, negatives of each source in the queue
+    tagged = records(run)[0]
+    for key in (
+        "hardness/real_queries/positive/mean",
+        "hardness/synthetic_queries/positive/mean",
+        "hardness/real_queries/interpolated/mean",
+        "hardness/real_negatives/hard_real/mean",
+    ):
+        assert key in tagged, key
+    later = [r for r in records(run) if "hardness/synthetic_negatives/hard_real/mean" in r]
+    assert later, "synthetic keys reach the queue after the first step"
+
+
+def test_scheduled_fraction_and_synthetic_only(
+    runner: CliRunner, tmp_path: Path, folders: tuple[Path, Path, Path]
+) -> None:
+    run = tmp_path / "scheduled"
+    args = mix_args(
+        run,
+        *folders,
+        "--synthetic-fraction",
+        "0.0",
+        "--synthetic-fraction-end",
+        "1.0",
+        "--synthetic-schedule",
+        "linear",
+        "--steps",
+        "5",
+    )
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    schedule = RatioSchedule.linear(0.0, 1.0, steps=5)
+    assert [(r["real"], r["synthetic"]) for r in records(run)] == [
+        split_counts(8, schedule.at(step)) for step in range(5)
+    ]
+    # synthetic only: --data may be left out; evaluation then says it needs real data
+    real, val, synth = folders
+    only = tmp_path / "only"
+    args = [
+        *tiny_run(only),
+        "--dataset",
+        "imagefolder",
+        "--synthetic-data",
+        str(synth),
+        "--synthetic-fraction",
+        "1.0",
+        "--batch-size",
+        "4",
+        "--steps",
+        "3",
+        "--log-every",
+        "1",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert {(r["real"], r["synthetic"]) for r in records(only)} == {(0, 4)}
+    result = runner.invoke(app, ["eval", "knn", str(only), "--workers", "0"])
+    assert result.exit_code == 1 and "--data" in result.output
+    # evaluation always uses real data: with --data given it runs
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "knn",
+            str(only),
+            "--data",
+            str(real),
+            "--val-data",
+            str(val),
+            "--k",
+            "3",
+            "--workers",
+            "0",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_with_a_mix_is_exact(
+    runner: CliRunner, tmp_path: Path, folders: tuple[Path, Path, Path]
+) -> None:
+    common = (
+        "--synthetic-fraction",
+        "0.5",
+        "--steps",
+        "8",
+        "--workers",
+        "2",
+        "--negatives",
+        "synco-v2",
+    )
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert runner.invoke(app, mix_args(straight, *folders, *common)).exit_code == 0
+    assert (
+        runner.invoke(app, [*mix_args(split, *folders, *common), "--stop-at", "3"]).exit_code == 0
+    )
+    assert (
+        runner.invoke(app, [*mix_args(split, *folders, *common), "--resume", str(split)]).exit_code
+        == 0
+    )
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)
+    b = torch.load(split / "checkpoint.pt", weights_only=False)
+    for key, value in a["online"].items():
+        assert torch.equal(value, b["online"][key]), key
+    assert torch.equal(a["method"]["queue1.tags"], b["method"]["queue1.tags"])
+    assert a["sampler"] == b["sampler"]
+    assert records(straight) == [
+        {**r, "img_per_s": s["img_per_s"]}
+        for r, s in zip(records(split), records(straight), strict=True)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--synthetic-fraction", "0.5"], "needs --synthetic-data"),
+        (
+            ["--synthetic-fraction", "1.5", "--synthetic-data", "x"],
+            "--synthetic-fraction must be in [0, 1]",
+        ),
+        (
+            [
+                "--synthetic-fraction",
+                "0.2",
+                "--synthetic-schedule",
+                "cosine",
+                "--synthetic-data",
+                "x",
+            ],
+            "needs --synthetic-fraction-end",
+        ),
+        (
+            [
+                "--synthetic-fraction-end",
+                "0.2",
+                "--synthetic-data",
+                "x",
+                "--synthetic-fraction",
+                "0.1",
+            ],
+            "needs --synthetic-schedule",
+        ),
+    ],
+)
+def test_mixing_option_errors(
+    runner: CliRunner, tmp_path: Path, extra: list[str], words: str
+) -> None:
+    result = runner.invoke(app, [*tiny_run(tmp_path / "run"), "--steps", "2", *extra])
+    assert result.exit_code == 1
+    assert words in result.output and "Traceback" not in result.output
