@@ -391,6 +391,94 @@ def plot_cmd(run: RunDir) -> None:
         out_console.print(f"wrote {p}")
 
 
+@app.command("synth")
+@friendly
+def synth_cmd(
+    model: Annotated[
+        str, typer.Option(help="Diffusers pipeline: a local directory or a Hugging Face hub id.")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Output image folder OUT/<class>/<id>.png + OUT/manifest.jsonl.")
+    ],
+    classes: Annotated[
+        str | None, typer.Option(help="Comma-separated class names, e.g. cat,dog,ship.")
+    ] = None,
+    classes_file: Annotated[
+        Path | None, typer.Option(help="File with one class name per line.")
+    ] = None,
+    classes_from: Annotated[
+        Path | None, typer.Option(help="Image folder whose class folders name the classes.")
+    ] = None,
+    images_per_class: Annotated[int, typer.Option(help="Images per class.")] = 100,
+    steps: Annotated[
+        int | None, typer.Option(help="Denoising steps (default: the pipeline's).")
+    ] = None,
+    guidance: Annotated[
+        float | None, typer.Option(help="Guidance scale (default: the pipeline's).")
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Image side in pixels (default: the model's).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Base seed of the per-image seeds.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per pipeline call.")] = 8,
+    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="Where to run.")] = "auto",
+    dtype: Annotated[
+        Literal["auto", "fp16", "bf16", "fp32"],
+        typer.Option(help="auto: fp16 on CUDA, fp32 on the CPU."),
+    ] = "auto",
+    templates_file: Annotated[
+        Path | None, typer.Option(help="Prompt templates, one per line, each with one {}.")
+    ] = None,
+    kind: Annotated[
+        Literal["auto", "text", "class", "unconditional"],
+        typer.Option(help="How to drive the pipeline; auto: from its call signature."),
+    ] = "auto",
+    dup_threshold: Annotated[
+        int, typer.Option(help="Largest dHash distance (of 64 bits) reported as near-duplicate.")
+    ] = 4,
+    limit: Annotated[
+        int | None, typer.Option(help="Stop after N new images; rerun to continue.")
+    ] = None,
+) -> None:
+    """Generate a synthetic image folder with a diffusers pipeline (text-to-image,
+    class-conditional or unconditional), resumable, with a manifest and a near-duplicate check."""
+    from .synth import SynthConfig, generate_dataset, summary_table
+
+    summary = generate_dataset(
+        SynthConfig(
+            model=model,
+            out=out,
+            classes=tuple(classes.split(",")) if classes is not None else None,
+            classes_file=classes_file,
+            classes_from=classes_from,
+            images_per_class=images_per_class,
+            steps=steps,
+            guidance=guidance,
+            size=size,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            templates_file=templates_file,
+            kind=kind,
+            dup_threshold=dup_threshold,
+            limit=limit,
+        ),
+        console=console,
+    )
+    out_console.print(summary_table(summary))
+    if summary.duplicate_pairs:
+        console.print(
+            f"[yellow]warning:[/] {summary.duplicate_pairs} near-duplicate pairs, listed in "
+            f"{summary.duplicates_file}: a collapsed generator or repeated seeds?",
+            soft_wrap=True,
+        )
+    if summary.missing_images:
+        console.print(
+            f"{summary.missing_images} images still to make: rerun to continue", soft_wrap=True
+        )
+
+
 @app.command("demo")
 @friendly
 def demo_cmd(
