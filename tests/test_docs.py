@@ -90,7 +90,8 @@ def extract_blocks(page: Path) -> list[Block]:
 
 
 def _pages() -> list[Path]:
-    return sorted(DOCS.rglob("*.md"))
+    """The site's pages, and the README (its MoCo example must run too)."""
+    return [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]
 
 
 def _pages_with_code() -> list[Path]:
@@ -98,7 +99,7 @@ def _pages_with_code() -> list[Path]:
 
 
 def _page_id(page: Path) -> str:
-    return page.relative_to(DOCS).as_posix()
+    return page.relative_to(DOCS).as_posix() if page.is_relative_to(DOCS) else page.name
 
 
 # --------------------------------------------------------------------------------------------
