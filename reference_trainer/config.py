@@ -29,6 +29,7 @@ Dataset = Literal[
 ]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 RatioKind = Literal["constant", "linear", "cosine"]
+GeneratorMode = Literal["none", "hard-samples", "hard-pairs", "both"]
 
 
 class ConfigError(ValueError):
@@ -102,6 +103,16 @@ class TrainConfig:
     perturbed: int | None = _opt("Count of type-5 perturbed negatives (default: preset).")
     adversarial: int | None = _opt("Count of type-6 adversarial negatives (default: preset).")
     negatives_start: int = _opt("First optimizer step with synthetic negatives.", 0)
+    generator: GeneratorMode = _opt(
+        "Jointly learned generators (syn2co.generators): hard samples as extra negatives, hard "
+        "positive pairs, or both.",
+        "none",
+    )
+    generator_fraction: float = _opt(
+        "Generated samples (and, separately, pairs) per step as a fraction of the batch.", 0.25
+    )
+    generator_lr: float = _opt("AdamW learning rate of the generators.", 2e-4)
+    generator_grid_every: int = _opt("Write a PNG grid of generated samples every N steps.", 500)
     negatives_end: int | None = _opt("Step at which synthetic negatives stop (default: never).")
     # --- model size overrides (tiny models for CPU runs and tests) -----------------------------
     patch_size: int | None = _opt("Patch size (default: the image-size preset).")
@@ -287,7 +298,13 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
     """
     preset = METHOD_PRESETS[cfg.method]
     _check_positive(cfg, ("batch_size", "img_size", "proj_hidden", "proj_dim", "builtin_size"))
-    _check_positive(cfg, ("checkpoint_every", "log_every", "hardness_every"))
+    _check_positive(
+        cfg, ("checkpoint_every", "log_every", "hardness_every", "generator_grid_every")
+    )
+    if not 0 < cfg.generator_fraction <= 1:
+        raise ConfigError(f"--generator-fraction must be in (0, 1], got {cfg.generator_fraction}")
+    if cfg.generator_lr <= 0:
+        raise ConfigError(f"--generator-lr must be > 0, got {cfg.generator_lr}")
     if cfg.temperature <= 0:
         raise ConfigError(f"--temperature must be > 0, got {cfg.temperature}")
     if not 0 <= cfg.momentum <= 1:

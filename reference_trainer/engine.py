@@ -44,8 +44,11 @@ from syn2co.schedules import ActiveWindow, cosine_schedule
 from . import checkpoint as ckpt
 from .config import ConfigError, Resolved, TrainConfig, resolve, save_config
 from .data.pipeline import TrainData, build_train_data
+from .joint import JointGenerators
 from .methods import MethodOutput, MoBY, MoCoV3
 from .models import build_networks, ema_update, parameter_groups
+
+GENERATED = 2  # source tag of the jointly generated images in a batch
 
 #: Options that may differ from the checkpoint's config when resuming. Everything else must
 #: match, or the continuation would not be the run that was started.
@@ -222,6 +225,19 @@ class Trainer:
             self.online_step = torch.compile(model)  # type: ignore[assignment]
             self.target_step = torch.compile(self.target)  # type: ignore[assignment]
 
+        self.joint: JointGenerators | None = None
+        if cfg.generator != "none":
+            self.joint = JointGenerators(
+                cfg.generator,
+                image_size=cfg.img_size,
+                total_steps=self.resolved.total_steps,
+                batch_fraction=cfg.generator_fraction,
+                lr=cfg.generator_lr,
+                temperature=cfg.temperature,
+                seed=cfg.seed,
+                rank=self.rank,
+            ).to(device)
+
         self.step = 0
         if state is not None:
             self._load_state(state)
@@ -267,6 +283,7 @@ class Trainer:
             "sampler": self.data.sampler.state_dict(consumed=consumed),
             "rng": rngs,
             "world_size": self.world,
+            "joint": None if self.joint is None else self.joint.state_dict(),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -276,6 +293,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.data.sampler.load_state_dict(state["sampler"])
+        if self.joint is not None:
+            self.joint.load_state_dict(state["joint"])
         self.step = int(state["step"])
         rngs = state["rng"]
         if len(rngs) == self.world:
@@ -313,6 +332,13 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         synthetic = self.spec is not None and self.window.active(self.step)
+        real_view = view1
+        if self.joint is not None:  # generated hard samples and pairs join the batch, detached
+            b = view1.shape[0]
+            view1, view2 = self.joint.extend_views(view1, view2, self.step)
+            if sources is not None:
+                extra = torch.full((view1.shape[0] - b,), GENERATED, dtype=sources.dtype)
+                sources = torch.cat([sources, extra])
         autocast = torch.autocast(
             self.device.type,
             dtype=self.amp_dtype or torch.float32,
@@ -334,6 +360,11 @@ class Trainer:
         self.scaler.update()
         ema_update(self.target, self.online.encoder, momentum)
         self.method.update(t1.detach(), t2.detach(), sources)
+        if self.joint is not None:  # then the generators' step, with the encoder frozen
+            encoder = self.online.encoder
+            self.joint.generator_step(
+                lambda images: encoder((images,))[0], real_view, self.step, encoder=encoder
+            )
         self.step += 1
         return out.loss.detach(), out, _StepInfo(lr, momentum, synthetic)
 
@@ -359,6 +390,9 @@ class Trainer:
         if sources is None:
             return stats
         sources = sources.to(d.query.device)
+        if sources.shape[0] < d.query.shape[0]:  # jointly generated rows follow the batch
+            extra = d.query.shape[0] - sources.shape[0]
+            sources = torch.cat([sources, sources.new_full((extra,), GENERATED)])
         for name, code in (("real", REAL), ("synthetic", SYNTHETIC)):
             rows = sources == code
             if bool(rows.any()):
@@ -437,6 +471,16 @@ class Trainer:
                     loss, out, info = self.train_step(v1, v2, sources)
                     due = self.step % cfg.hardness_every == 0 or self.step == 1
                     hardness = self.hardness(out, sources) if due else {}
+                    if due and self.joint is not None:
+                        hardness |= {k: float(v) for k, v in self.joint.metrics.items()}
+                    if (
+                        self.joint is not None
+                        and self.main
+                        and (self.step % cfg.generator_grid_every == 0 or self.step == 1)
+                    ):
+                        self.joint.save_grid(
+                            self.run_dir / "generated" / f"step_{self.step:07d}.png", step=self.step
+                        )
                 except NonFiniteError as e:  # syn2co's checks saw diverged embeddings first
                     raise NonFiniteLossError(self._diverged(f"({e})")) from None
                 nonfinite |= ~torch.isfinite(loss)
