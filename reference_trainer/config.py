@@ -29,6 +29,7 @@ Dataset = Literal[
 ]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 RatioKind = Literal["constant", "linear", "cosine"]
+LoaderKind = Literal["auto", "cpu", "gpu"]
 GeneratorMode = Literal["none", "hard-samples", "hard-pairs", "both"]
 
 
@@ -72,6 +73,11 @@ class TrainConfig:
         "constant",
     )
     workers: int = _opt("DataLoader worker processes per rank.", 2)
+    loader: LoaderKind = _opt(
+        "Input path: cpu (decode and augment in workers), gpu (workers read bytes; batched "
+        "decode and augmentation on the device) or auto (gpu on CUDA with nvJPEG).",
+        "auto",
+    )
     # --- schedule -----------------------------------------------------------------------------
     batch_size: int = _opt("Global batch size (all ranks together).", 64)
     epochs: float | None = _opt("Training length in epochs (or use --steps).")

@@ -66,6 +66,7 @@ RESUMABLE_OVERRIDES = frozenset(
         "data",
         "val_data",
         "check_inputs",
+        "loader",
     }
 )
 
@@ -172,7 +173,9 @@ class Trainer:
         state = self._prepare_run_dir(cfg)
         if state is not None:
             cfg = _merge_resume_config(TrainConfig.from_dict(state["config"]), cfg)
-        self.data: TrainData = build_train_data(cfg, rank=self.rank, world_size=self.world)
+        self.data: TrainData = build_train_data(
+            cfg, rank=self.rank, world_size=self.world, device=device
+        )
         self.resolved: Resolved = resolve(
             cfg, train_size=self.data.train_size, world_size=self.world
         )

@@ -2,9 +2,9 @@
 
 Each image shows one shape or pattern (the class) drawn with foreground and background colours
 picked at random from a shared palette (independent of the class, so the mean colour says little
-about it), random scale, position, rotation and phase, an optional colour-gradient background, a few small distractor
-shapes in other colours, and pixel noise. Images are drawn at twice the target side (for sides
-up to 128 px) and box-downsampled, which antialiases edges.
+about it), random scale, position, rotation and phase, an optional colour-gradient background,
+a few small distractor shapes in other colours, and pixel noise. Images are drawn at twice the
+target side (for sides up to 128 px) and box-downsampled, which antialiases edges.
 
 Image ``i`` depends only on ``(seed, split, i, img_size)``: every call, every instance and every
 DataLoader worker produces the same pixels, whatever the access order (each item seeds its own

@@ -23,12 +23,12 @@ from syn2co.samplers import MixedDataset, MixedSourceBatchSampler, RatioSchedule
 from ..config import ConfigError, Resolved, TrainConfig, check_mixing
 from .base import ImageDataset
 from .datasets import build_dataset
+from .gpu_loader import GpuTwoViewPipeline, raw_loader, resolve_loader
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugmentationConfig,
     EvalDataset,
-    TwoViewBatch,
     TwoViewDataset,
     TwoViewSample,
     TwoViewTransform,
@@ -121,8 +121,10 @@ class TrainData:
     synthetic: Dataset[Any] | None
     rank: int
     world_size: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     sampler: MixedSourceBatchSampler = field(init=False)
-    loader: DataLoader[TwoViewSample] = field(init=False)
+    loader: DataLoader[Any] = field(init=False)
+    gpu: GpuTwoViewPipeline | None = field(init=False, default=None)
     _warned: set[str] = field(default_factory=set)
 
     @property
@@ -158,15 +160,26 @@ class TrainData:
             )
         except ValueError as e:
             raise ConfigError(f"real/synthetic mixing: {e}") from None
-        transform = TwoViewTransform(AugmentationConfig.for_size(cfg.img_size))
         dataset: Dataset[Any] = (
             self.real
             if self.synthetic is None
             else MixedDataset(cast(Any, self.real), cast(Any, self.synthetic))
         )
+        batches = StepSeededBatches(self.sampler, cfg.seed)
+        if resolve_loader(cfg.loader, self.device) == "gpu":
+            # Workers read bytes; decoding and the two views happen in batches on the device.
+            self.gpu = GpuTwoViewPipeline(AugmentationConfig.for_size(cfg.img_size), self.device)
+            self.loader = raw_loader(
+                dataset,
+                batches,
+                workers=cfg.workers,
+                decode_in_worker=self.device.type != "cuda",
+            )
+            return
+        transform = TwoViewTransform(AugmentationConfig.for_size(cfg.img_size))
         self.loader = DataLoader(
             SeededTwoViews(dataset, transform),
-            batch_sampler=StepSeededBatches(self.sampler, cfg.seed),
+            batch_sampler=batches,
             num_workers=cfg.workers,
             collate_fn=collate_two_views,
             pin_memory=torch.cuda.is_available(),
@@ -174,9 +187,15 @@ class TrainData:
             prefetch_factor=4 if cfg.workers > 0 else None,
         )
 
-    def iterate(self, step: int) -> Iterator[TwoViewBatch]:
-        """The batches from the sampler's current position to the end of its epoch."""
+    def iterate(self, step: int) -> Iterator[Any]:
+        """The batches from the sampler's current position to the end of its epoch.
+
+        Each has ``view1``, ``view2`` (B, 3, S, S), ``sources`` (B,) and ``skipped`` (paths);
+        with the GPU path the views are already on the device.
+        """
         del step  # the sampler's own state says where the run is
+        if self.gpu is not None:
+            return self.gpu.iterate(self.loader)
         return iter(self.loader)
 
     def report_skipped(self, paths: list[str], console: Console | None) -> None:
@@ -190,7 +209,9 @@ class TrainData:
             )
 
 
-def build_train_data(cfg: TrainConfig, *, rank: int, world_size: int) -> TrainData:
+def build_train_data(
+    cfg: TrainConfig, *, rank: int, world_size: int, device: torch.device | None = None
+) -> TrainData:
     if cfg.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
     check_mixing(cfg)  # before any file is read
@@ -204,7 +225,7 @@ def build_train_data(cfg: TrainConfig, *, rank: int, world_size: int) -> TrainDa
         synthetic = build_dataset(
             "imagefolder", cfg.synthetic_data, "synthetic", strict=cfg.strict_data
         )
-    return TrainData(cfg, real, synthetic, rank, world_size)
+    return TrainData(cfg, real, synthetic, rank, world_size, device or torch.device("cpu"))
 
 
 class _Empty(Dataset[Any]):

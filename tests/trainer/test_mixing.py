@@ -219,3 +219,26 @@ def test_mixing_option_errors(
     result = runner.invoke(app, [*tiny_run(tmp_path / "run"), "--steps", "2", *extra])
     assert result.exit_code == 1
     assert words in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_gpu_input_path_runs_on_cpu_with_mixing_and_resumes_exactly(
+    runner: CliRunner, tmp_path: Path, folders: tuple[Path, Path, Path]
+) -> None:
+    """--loader gpu (bytes from workers, batched decode and augmentation) on the CPU device."""
+    common = ("--loader", "gpu", "--synthetic-fraction", "0.25", "--steps", "6", "--workers", "2")
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    result = runner.invoke(app, mix_args(straight, *folders, *common))
+    assert result.exit_code == 0, result.output
+    assert {(r["real"], r["synthetic"]) for r in records(straight)} == {(6, 2)}
+    assert (
+        runner.invoke(app, [*mix_args(split, *folders, *common), "--stop-at", "2"]).exit_code == 0
+    )
+    assert (
+        runner.invoke(app, [*mix_args(split, *folders, *common), "--resume", str(split)]).exit_code
+        == 0
+    )
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)
+    b = torch.load(split / "checkpoint.pt", weights_only=False)
+    for key, value in a["online"].items():
+        assert torch.equal(value, b["online"][key]), key
