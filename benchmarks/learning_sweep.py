@@ -8,13 +8,19 @@ initialisation is measured on the validation split.
 Usage::
 
     python benchmarks/learning_sweep.py --grid demo --device cpu --out sweep.jsonl
+    python benchmarks/learning_sweep.py --grid generators --seeds 0,1,2 --device cpu
     python benchmarks/learning_sweep.py --grid cifar10 --data /tmp/cifar10 --device cuda
+
+``--seeds`` repeats every configuration with each seed (the seed of the whole run: weights,
+data order, augmentation and synthetic negatives), so that a difference can be read against
+the spread between seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import shutil
 import sys
@@ -68,6 +74,16 @@ def grid(name: str) -> dict[str, dict[str, Any]]:
             "small-no-negatives": dict(SMALL, negatives="none"),
             "small-mocov3": dict(SMALL, method="mocov3", negatives="none"),
         }
+    if name == "generators":
+        # "Synthetic Data Can Also Teach" at equal steps: the same encoder and schedule, with
+        # and without the jointly learned generators (a quarter of each batch generated).
+        base = dict(SMALL, negatives="none", steps=300, builtin_size=4000, batch_size=64)
+        return {
+            "moby": base,
+            "moby-hard-samples": dict(base, generator="hard-samples"),
+            "moby-hard-pairs": dict(base, generator="hard-pairs"),
+            "moby-both": dict(base, generator="both"),
+        }
     if name == "cifar10":
         base = {
             "dataset": "imagefolder",
@@ -90,11 +106,13 @@ def grid(name: str) -> dict[str, dict[str, Any]]:
     raise SystemExit(f"unknown grid {name}")
 
 
-def run_one(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    out = Path(args.root) / name
+def run_one(
+    name: str, overrides: dict[str, Any], seed: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    out = Path(args.root) / f"{name}-seed{seed}"
     shutil.rmtree(out, ignore_errors=True)
     cfg = demo_config(out, steps=args.steps, negatives="synco-v2", workers=args.workers)
-    changes = dict(overrides, device=args.device, precision=args.precision)
+    changes = dict(overrides, device=args.device, precision=args.precision, seed=seed)
     if args.data:
         changes.update(data=f"{args.data}/train", val_data=f"{args.data}/test")
     if args.epochs and "steps" not in overrides:
@@ -125,6 +143,7 @@ def run_one(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> d
         knn[label] = res.top1[20]
     return {
         "name": name,
+        "seed": seed,
         "overrides": overrides,
         "steps": summary.step,
         "last_loss": summary.last_loss,
@@ -144,6 +163,7 @@ def main() -> None:
     p.add_argument("--grid", default="demo")
     p.add_argument("--only", default=None, help="comma-separated names from the grid")
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, one run each")
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32")
@@ -155,8 +175,9 @@ def main() -> None:
     configs = grid(args.grid)
     if args.only:
         configs = {k: v for k, v in configs.items() if k in args.only.split(",")}
-    for name, overrides in configs.items():
-        result = run_one(name, overrides, args)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for seed, (name, overrides) in itertools.product(seeds, configs.items()):
+        result = run_one(name, overrides, seed, args)
         line = json.dumps(result)
         print(line, flush=True)
         if args.out:

@@ -16,26 +16,27 @@ from .pretrained import load_backbone, random_backbone
 
 
 def demo_config(out: Path, *, steps: int, negatives: str, workers: int) -> TrainConfig:
-    """A small DeiT (4 blocks, width 192) on 32-px procedural shapes, MoBY with synthetic
-    negatives: big enough to learn visibly in a few hundred CPU steps."""
+    """A small DeiT (2 blocks, width 96, 8-px patches) on 32-px procedural shapes, MoBY with
+    synthetic negatives: small enough for a 2-core CPU, big enough to learn visibly in 300
+    steps."""
     return TrainConfig.from_dict(
         {
             "arch": "deit_s",
             "method": "moby",
             "negatives": negatives,
             "dataset": "builtin",
-            "builtin_size": 8_000,
+            "builtin_size": 4_000,
             "img_size": 32,
             "patch_size": 8,
-            "depth": 4,
-            "embed_dim": 192,
+            "depth": 2,
+            "embed_dim": 96,
             "num_heads": 3,
             "proj_hidden": 1024,
             "proj_dim": 128,
-            "queue_size": 2048,
-            "batch_size": 64,
+            "queue_size": 1024,
+            "batch_size": 128,
             "steps": steps,
-            "lr": 2e-3,
+            "lr": 1e-3,
             "drop_path": 0.0,
             "workers": workers,
             "log_every": 10,
@@ -55,9 +56,12 @@ def run_demo(
     if existing.exists():
         done = int(ckpt.load(existing)["step"])
         if done >= steps:
-            console.print(f"{out} already holds a finished demo run ({done} steps): evaluating it")
+            console.print(
+                f"{out} already holds a finished demo run ({done} steps): evaluating it",
+                soft_wrap=True,
+            )
         else:
-            console.print(f"continuing the demo run in {out} from step {done}")
+            console.print(f"continuing the demo run in {out} from step {done}", soft_wrap=True)
             train(cfg.updated({"resume": str(out)}), console=console)
     else:
         train(cfg, console=console)
@@ -73,9 +77,9 @@ def run_demo(
             backbone, train_loader, val_loader, num_classes=n_classes, device="cpu", ks=(20,)
         )
         results[name] = res.top1[20]
-    table = Table(title="kNN top-1 on the built-in shapes (val, k=20)")
+    table = Table(title="kNN top-1 (%), built-in shapes", caption="validation split, k=20")
     table.add_column("backbone")
-    table.add_column("top-1 (%)", justify="right")
+    table.add_column("top-1", justify="right")
     for name, acc in results.items():
         table.add_row(name, f"{acc:.1f}")
     out_console.print(table)
