@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+
+from .atomic import write_atomic
 
 __all__ = ["METRICS_FILE", "hardness_groups", "metric_series", "plot_run", "read_metrics", "smooth"]
 
@@ -140,9 +141,7 @@ def hardness_groups(records: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), sync_dir=False)
     return path
 
 

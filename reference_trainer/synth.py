@@ -35,7 +35,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -60,6 +59,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from .atomic import write_atomic
 from .config import ConfigError
 
 __all__ = [
@@ -770,42 +770,13 @@ class _Recovery:
         return ", ".join(parts)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(path, lambda f: f.write(data))
 
 
 def _save_png_atomic(image: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            image.save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # The manifest line written after it is what makes the image count, so no directory fsync.
+    write_atomic(path, lambda f: image.save(f, format="PNG"), sync_dir=False)
 
 
 def _valid_entry(entry: Any) -> bool:
