@@ -206,6 +206,27 @@ def synthesize_group(preset: Preset, s: Settings) -> Group:
             s.warmup,
         ),
     ]
+    # What writing the (B, M, D) output costs when its memory is fresh (as a new tensor's is on
+    # every call) against reusing the same memory: on a CPU, large allocations come from mmap
+    # and every first touch of a page faults; CUDA's caching allocator reuses blocks.
+    out_shape = (preset.batch, spec.total, preset.dim)
+    reused = torch.empty(out_shape, device=dev)
+    cases += [
+        Case(
+            "diagnostic: fill a new (B, M, D) float32 tensor",
+            lambda: torch.empty(out_shape, device=dev).fill_(1.0),
+            s.repeats,
+            s.warmup,
+            note="allocation and first touch of the output's memory",
+        ),
+        Case(
+            "diagnostic: fill the same (B, M, D) tensor again",
+            lambda: reused.fill_(1.0),
+            s.repeats,
+            s.warmup,
+            note="the same writes to memory already mapped",
+        ),
+    ]
     return Group("synthesize, all six types", "syn2co synthesize", cases)
 
 
