@@ -197,7 +197,8 @@ class Trainer:
                 temperature=cfg.temperature,
                 spec=self.spec,
                 generator=init_gen,
-                tags=self.data.mixing,
+                # tag the keys by source when there is more than one (real, synthetic, generated)
+                tags=self.data.mixing or cfg.generator != "none",
             ).to(device)
         else:
             self.method = MoCoV3(temperature=cfg.temperature, spec=self.spec)
@@ -372,11 +373,12 @@ class Trainer:
         return out.loss.detach(), out, _StepInfo(lr, momentum, synthetic)
 
     def hardness(self, out: MethodOutput, sources: Tensor | None) -> dict[str, float]:
-        """The syn2co.diagnostics hardness stats of direction 1, split by source when mixing.
+        """The syn2co.diagnostics hardness stats of direction 1, split by source when mixing
+        real and synthetic images or training generators.
 
-        ``<source>_queries/...``: real (or synthetic) images as queries, with their positives;
-        ``<source>_negatives/...``: the real-negative groups restricted to bank entries that
-        came from real (or synthetic) images.
+        ``<source>_queries/...``: real (synthetic, generated) images as queries, with their
+        positives; ``<source>_negatives/...``: the real-negative groups restricted to bank
+        entries that came from real (synthetic, generated) images.
         """
         d = out.directions[0]
         n_hard = self.spec.n_hard if self.spec else 256
@@ -396,7 +398,10 @@ class Trainer:
         if sources.shape[0] < d.query.shape[0]:  # jointly generated rows follow the batch
             extra = d.query.shape[0] - sources.shape[0]
             sources = torch.cat([sources, sources.new_full((extra,), GENERATED)])
-        for name, code in (("real", REAL), ("synthetic", SYNTHETIC)):
+        groups = [("real", REAL), ("synthetic", SYNTHETIC)]
+        if self.joint is not None:
+            groups.append(("generated", GENERATED))
+        for name, code in groups:
             rows = sources == code
             if bool(rows.any()):
                 stats |= hardness_stats(
@@ -469,7 +474,8 @@ class Trainer:
                     self.data.report_skipped(batch.skipped, self.console if self.main else None)
                 v1 = batch.view1.to(self.device, non_blocking=True)
                 v2 = batch.view2.to(self.device, non_blocking=True)
-                sources = batch.sources if self.data.mixing else None
+                mixed = self.data.mixing or self.joint is not None
+                sources = batch.sources if mixed else None
                 try:
                     loss, out, info = self.train_step(v1, v2, sources)
                     due = self.step % cfg.hardness_every == 0 or self.step == 1

@@ -10,6 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from reference_trainer.cli import app
+from reference_trainer.engine import GENERATED
+from syn2co.samplers import REAL
 
 from .conftest import tiny_run
 
@@ -53,6 +55,17 @@ def test_generators_train_log_draw_and_resume_exactly(
         assert "gen/sample_contrastive" in logged
     if mode != "hard-samples":
         assert {"gen/pair_similarity", "gen/pair_target"} <= logged
+    # Generated rows are tagged as such in the queues, and their hardness is logged apart.
+    hardness = {k for r in records for k in r if k.startswith("hardness/generated_")}
+    assert "hardness/generated_queries/positive/mean" in hardness
+    assert "hardness/generated_negatives/hard_real/mean" in hardness
+    generated_per_step = 4 * (2 if mode == "both" else 1)  # a quarter of 16, per generator
+    rows = ([REAL] * 16 + [GENERATED] * generated_per_step) * 4  # 4 steps, real rows first
+    state = torch.load(straight / "checkpoint.pt", weights_only=False)
+    for queue in ("queue1", "queue2"):
+        tags = state["method"][f"{queue}.tags"]
+        assert int((tags == GENERATED).sum()) == rows[-64:].count(GENERATED)  # the last 64 kept
+        assert int((tags == REAL).sum()) == rows[-64:].count(REAL)
     grids = sorted((straight / "generated").glob("*.png"))
     assert [g.name for g in grids] == ["step_0000001.png", "step_0000002.png", "step_0000004.png"]
     assert all(g.stat().st_size > 500 for g in grids)
