@@ -84,6 +84,13 @@ def grid(name: str) -> dict[str, dict[str, Any]]:
             "moby-hard-samples": dict(base, generator="hard-samples"),
             "moby-hard-pairs": dict(base, generator="hard-pairs"),
             "moby-both": dict(base, generator="both"),
+            # the same, with the generated images' keys kept out of the queues
+            "moby-hard-samples-real-queue": dict(
+                base, generator="hard-samples", generator_keys_enqueued=False
+            ),
+            "moby-hard-pairs-real-queue": dict(
+                base, generator="hard-pairs", generator_keys_enqueued=False
+            ),
         }
     if name == "cifar10":
         base = {

@@ -119,6 +119,12 @@ class TrainConfig:
     )
     generator_lr: float = _opt("AdamW learning rate of the generators.", 2e-4)
     generator_grid_every: int = _opt("Write a PNG grid of generated samples every N steps.", 500)
+    generator_keys_enqueued: bool = _opt(
+        "Enqueue the target keys of generated images into MoBY's queues like real ones; off keeps "
+        "the queues to real (and synthetic-set) images, so generated images are negatives only "
+        "within their own step.",
+        True,
+    )
     negatives_end: int | None = _opt("Step at which synthetic negatives stop (default: never).")
     # --- model size overrides (tiny models for CPU runs and tests) -----------------------------
     patch_size: int | None = _opt("Patch size (default: the image-size preset).")

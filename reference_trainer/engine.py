@@ -363,7 +363,11 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         ema_update(self.target, self.online.encoder, momentum)
-        self.method.update(t1.detach(), t2.detach(), sources)
+        # Generated rows follow the real ones; keep them out of the queues if asked.
+        kept = t1.shape[0] if cfg.generator_keys_enqueued else real_view.shape[0]
+        self.method.update(
+            t1[:kept].detach(), t2[:kept].detach(), None if sources is None else sources[:kept]
+        )
         if self.joint is not None:  # then the generators' step, with the encoder frozen
             encoder = self.online.encoder
             self.joint.generator_step(

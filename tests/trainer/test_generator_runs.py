@@ -71,6 +71,18 @@ def test_generators_train_log_draw_and_resume_exactly(
     assert all(g.stat().st_size > 500 for g in grids)
 
 
+def test_generated_keys_can_be_kept_out_of_the_queues(runner: CliRunner, tmp_path: Path) -> None:
+    args = [*tiny_run(tmp_path), "--generator", "both", "--steps", "3"]
+    result = runner.invoke(app, [*args, "--no-generator-keys-enqueued"])
+    assert result.exit_code == 0, result.output
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    for queue in ("queue1", "queue2"):
+        tags = state["method"][f"{queue}.tags"]
+        assert int((tags == GENERATED).sum()) == 0
+        assert int((tags == REAL).sum()) == 3 * 16  # only the real rows of the 3 steps
+        assert int((state["method"][f"{queue}.count"])) == 3 * 16
+
+
 def test_generator_option_errors(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(
         app,
