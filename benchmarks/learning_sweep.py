@@ -35,28 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reference_trainer.config import TrainConfig
 from reference_trainer.data.pipeline import eval_loader
-from reference_trainer.demo import demo_config
+from reference_trainer.demo import SMALL_OVERRIDES, demo_config
 from reference_trainer.engine import train
 from reference_trainer.evaluate import knn_probe
 from reference_trainer.pretrained import load_backbone, random_backbone
 
-# A small model for quick comparisons; tests/trainer/test_learning.py uses a variant of it
-# (queue 512, 2,000 images, lr 2e-3, 150 steps) that fits a CI budget.
-SMALL = {
-    "arch": "deit_s",
-    "depth": 2,
-    "embed_dim": 96,
-    "num_heads": 3,
-    "patch_size": 8,
-    "proj_hidden": 512,
-    "proj_dim": 64,
-    "queue_size": 1024,
-    "builtin_size": 3000,
-    "batch_size": 32,
-    "steps": 200,
-    "drop_path": 0.0,
-    "lr": 1e-3,
-}
+# The learning test's run (tests/trainer/test_learning.py): well under a minute on 2 CPU cores.
+SMALL = dict(SMALL_OVERRIDES)
 
 
 def grid(name: str) -> dict[str, dict[str, Any]]:
@@ -78,7 +63,15 @@ def grid(name: str) -> dict[str, dict[str, Any]]:
     if name == "generators":
         # "Synthetic Data Can Also Teach" at equal steps: the same encoder and schedule, with
         # and without the jointly learned generators (a quarter of each batch generated).
-        base = dict(SMALL, negatives="none", steps=300, builtin_size=4000, batch_size=64)
+        base = dict(
+            SMALL,
+            negatives="none",
+            steps=300,
+            builtin_size=4000,
+            batch_size=64,
+            queue_size=1024,
+            lr=1e-3,
+        )
         return {
             "moby": base,
             "moby-hard-samples": dict(base, generator="hard-samples"),

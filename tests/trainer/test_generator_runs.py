@@ -80,7 +80,7 @@ def test_generated_keys_can_be_kept_out_of_the_queues(runner: CliRunner, tmp_pat
         tags = state["method"][f"{queue}.tags"]
         assert int((tags == GENERATED).sum()) == 0
         assert int((tags == REAL).sum()) == 3 * 16  # only the real rows of the 3 steps
-        assert int((state["method"][f"{queue}.count"])) == 3 * 16
+        assert int(state["method"][f"{queue}.count"]) == 3 * 16
 
 
 def test_generator_option_errors(runner: CliRunner, tmp_path: Path) -> None:

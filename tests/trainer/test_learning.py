@@ -19,28 +19,12 @@ from typer.testing import CliRunner
 
 from reference_trainer.cli import app
 from reference_trainer.data.pipeline import eval_loader
-from reference_trainer.demo import demo_config
+from reference_trainer.demo import SMALL_OVERRIDES, demo_config
 from reference_trainer.engine import train
 from reference_trainer.evaluate import knn_probe
 from reference_trainer.pretrained import load_backbone, random_backbone
 
-#: Smaller than the demo so that each run takes well under a minute on 2 CPU cores.
-SMALL = {
-    "depth": 2,
-    "embed_dim": 96,
-    "num_heads": 3,
-    "patch_size": 8,
-    "proj_hidden": 512,
-    "proj_dim": 64,
-    "queue_size": 512,
-    "builtin_size": 2000,
-    "batch_size": 64,
-    "lr": 2e-3,
-    "steps": 150,
-    "log_every": 50,
-    "hardness_every": 50,
-    "checkpoint_every": 150,
-}
+SMALL = {**SMALL_OVERRIDES, "log_every": 50, "hardness_every": 50, "checkpoint_every": 150}
 
 #: kNN top-1 points the pretrained network must gain over random init (10 classes).
 MIN_GAIN = 1.5
