@@ -6,6 +6,8 @@
 #   bash benchmarks/gpu_session.sh check      # GPU tests, synthesize table, eager step throughput
 #   bash benchmarks/gpu_session.sh compiled   # compiled step throughput (one config per process)
 #   bash benchmarks/gpu_session.sh learning   # short pretraining runs + kNN (demo grid)
+#   bash benchmarks/gpu_session.sh input      # input pipeline: CPU vs GPU path, end to end
+#   bash benchmarks/gpu_session.sh generators # the generators study (3 seeds), longer runs
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -41,8 +43,20 @@ case "$stage" in
     timeout 560 python3 benchmarks/learning_sweep.py --grid demo --device cuda --workers 8 \
       --out "$out/sweep.jsonl" 2>&1 | grep '^{' | cut -c1-300
     ;;
+  input)
+    info > "$out/env.txt"
+    # ImageNet-sized JPEGs are generated into /tmp on the first call and reused after
+    timeout 560 python3 benchmarks/input_pipeline.py --device cuda --workers 8,16 --compile \
+      --data /tmp/syn2co-jpegs --out "$out/input_pipeline.jsonl" 2>&1 | tail -20
+    ;;
+  generators)
+    info > "$out/env.txt"
+    # one seed per call (SEEDS=1 bash ... for the next): 6 configurations of 3,000 steps
+    timeout 560 python3 benchmarks/learning_sweep.py --grid generators --seeds "${SEEDS:-0}" \
+      --steps 3000 --device cuda --workers 8 --out "$out/generators.jsonl" 2>&1 | grep '^{' | cut -c1-300
+    ;;
   *)
-    echo "unknown stage $stage (check, compiled, learning)" >&2
+    echo "unknown stage $stage (check, compiled, learning, input, generators)" >&2
     exit 2
     ;;
 esac

@@ -63,15 +63,9 @@ def grid(name: str) -> dict[str, dict[str, Any]]:
     if name == "generators":
         # "Synthetic Data Can Also Teach" at equal steps: the same encoder and schedule, with
         # and without the jointly learned generators (a quarter of each batch generated).
-        base = dict(
-            SMALL,
-            negatives="none",
-            steps=300,
-            builtin_size=4000,
-            batch_size=64,
-            queue_size=1024,
-            lr=1e-3,
-        )
+        # steps from --steps (300 by default)
+        base = {k: v for k, v in SMALL.items() if k != "steps"}
+        base.update(negatives="none", builtin_size=4000, batch_size=64, queue_size=1024, lr=1e-3)
         return {
             "moby": base,
             "moby-hard-samples": dict(base, generator="hard-samples"),
