@@ -317,6 +317,11 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
         raise ConfigError(f"--generator-fraction must be in (0, 1], got {cfg.generator_fraction}")
     if cfg.generator_lr <= 0:
         raise ConfigError(f"--generator-lr must be > 0, got {cfg.generator_lr}")
+    if not cfg.generator_keys_enqueued and (cfg.generator == "none" or cfg.method != "moby"):
+        raise ConfigError(
+            "--no-generator-keys-enqueued applies to --method moby with --generator (only MoBY "
+            f"keeps queues), got --method {cfg.method} --generator {cfg.generator}"
+        )
     if cfg.temperature <= 0:
         raise ConfigError(f"--temperature must be > 0, got {cfg.temperature}")
     if not 0 <= cfg.momentum <= 1:

@@ -79,6 +79,12 @@ class Interrupted(RuntimeError):
     """SIGINT/SIGTERM stopped the run after a checkpoint was written."""
 
 
+def _tag_generated(sources: Tensor, rows: int) -> Tensor:
+    """The batch's source tags (B,) followed by GENERATED for the jointly generated rows that
+    follow the batch, ``rows`` in all (the tags unchanged when there are none)."""
+    return torch.cat([sources, sources.new_full((rows - sources.shape[0],), GENERATED)])
+
+
 @dataclass(frozen=True)
 class _StepInfo:
     lr: float
@@ -338,11 +344,9 @@ class Trainer:
         synthetic = self.spec is not None and self.window.active(self.step)
         real_view = view1
         if self.joint is not None:  # generated hard samples and pairs join the batch, detached
-            b = view1.shape[0]
             view1, view2 = self.joint.extend_views(view1, view2, self.step)
             if sources is not None:
-                extra = torch.full((view1.shape[0] - b,), GENERATED, dtype=sources.dtype)
-                sources = torch.cat([sources, extra])
+                sources = _tag_generated(sources, view1.shape[0])
         autocast = torch.autocast(
             self.device.type,
             dtype=self.amp_dtype or torch.float32,
@@ -399,9 +403,7 @@ class Trainer:
         if sources is None:
             return stats
         sources = sources.to(d.query.device)
-        if sources.shape[0] < d.query.shape[0]:  # jointly generated rows follow the batch
-            extra = d.query.shape[0] - sources.shape[0]
-            sources = torch.cat([sources, sources.new_full((extra,), GENERATED)])
+        sources = _tag_generated(sources, d.query.shape[0])
         groups = [("real", REAL), ("synthetic", SYNTHETIC)]
         if self.joint is not None:
             groups.append(("generated", GENERATED))

@@ -97,6 +97,14 @@ def test_generator_option_errors(runner: CliRunner, tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 1 and "--generator-fraction must be in (0, 1]" in result.output
+    # Keeping generated keys out of the queues means nothing without queues or generators.
+    for extra in (["--method", "mocov3", "--generator", "both"], ["--generator", "none"]):
+        result = runner.invoke(
+            app,
+            [*tiny_run(tmp_path / "r3"), "--steps", "2", *extra, "--no-generator-keys-enqueued"],
+        )
+        assert result.exit_code == 1
+        assert "--no-generator-keys-enqueued applies to --method moby" in result.output
     result = runner.invoke(
         app, [*tiny_run(tmp_path / "r2"), "--steps", "2", "--generator", "sometimes"]
     )

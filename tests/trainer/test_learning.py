@@ -52,9 +52,6 @@ def test_short_pretraining_beats_random_init(tmp_path: Path, negatives: str) -> 
     assert summary.step == 150
     random_acc = knn_top1(random_backbone(cfg), cfg)
     pretrained_acc = knn_top1(load_backbone(tmp_path)[0], cfg)
-    print(
-        f"kNN top-1 ({negatives}): random init {random_acc:.2f}%, pretrained {pretrained_acc:.2f}%"
-    )
     assert pretrained_acc >= random_acc + MIN_GAIN, (
         f"kNN top-1 after 150 steps {pretrained_acc:.1f}% vs random init {random_acc:.1f}%"
     )
