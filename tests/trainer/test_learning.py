@@ -5,9 +5,10 @@ one checks that the parts add up to learning. A small DeiT pretrains with MoBY (
 synthetic negatives) on the built-in shapes, whose colours come from a palette shared by all
 classes, so only shape separates them; kNN accuracy on the validation split must rise clearly
 above the random-init network's. Everything is seeded and runs on the CPU, so the numbers are
-reproducible; the margin is well below what these settings reach (see
-``benchmarks/learning_sweep.py``) and well above what a broken loss, a target network that never
-updates or a queue that never fills would give.
+reproducible. Measured on a 2-core CPU: 14.8% -> 18.8% with the SynCo v2 negatives and
+14.8% -> 18.4% without, so the required gain of 1.5 points leaves room for other platforms'
+floating point while a run whose weights do not move (zero gradient, a detached loss) gains
+exactly nothing and fails.
 """
 
 from __future__ import annotations
