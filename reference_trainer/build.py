@@ -18,9 +18,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .config import Resolved
+from .heads import use_global_batch_norm
 from .joint import JointGenerators
 from .methods import Method
 from .models import Encoder, OnlineNetwork, build_networks, parameter_groups
+from .optim import LARS
 from .seeds import Stream, stream_seed, torch_generator
 
 __all__ = ["Parts", "autocast_dtype", "build_optimizer", "build_parts", "process_group"]
@@ -54,15 +56,27 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def build_optimizer(
     resolved: Resolved, online: nn.Module, device: torch.device
 ) -> torch.optim.Optimizer:
-    """The method's optimizer over the online network's trainable parameters."""
-    groups = parameter_groups(online, resolved.weight_decay)
-    kind = resolved.method.preset.optimizer
-    if kind == "adamw":
+    """The run's optimizer over the online network's trainable parameters.
+
+    Biases and normalisation parameters (every parameter with at most one dimension) and the
+    backbone's ``no_weight_decay()`` names get no weight decay, unless the method's preset says
+    ``decay_norms_and_biases`` (MoCo v2's plain SGD decays everything); LARS leaves them out
+    of its layer-wise adaptation in any case, as SimCLR does.
+    """
+    decay, no_decay = parameter_groups(online, resolved.weight_decay)
+    if resolved.preset.decay_norms_and_biases:
+        no_decay["weight_decay"] = resolved.weight_decay
+    groups = [decay, no_decay]
+    momentum = resolved.preset.optimizer_momentum
+    if resolved.optimizer == "adamw":
         fused = device.type == "cuda"
         return torch.optim.AdamW(
             groups, lr=resolved.lr, fused=fused, foreach=None if fused else True
         )
-    raise NotImplementedError(f"optimizer {kind!r} is not available yet")
+    if resolved.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=resolved.lr, momentum=momentum)
+    decay["lars"], no_decay["lars"] = True, False
+    return LARS(groups, lr=resolved.lr, momentum=momentum)
 
 
 @dataclass
@@ -80,6 +94,7 @@ class Parts:
         joint: The jointly learned generators, or None.
         negatives_gen: This rank's stream of the synthetic negatives.
         params: The trainable parameters (for gradient clipping).
+        batch_norm: The backbone normalises with batch statistics (a ResNet).
     """
 
     online: OnlineNetwork
@@ -92,6 +107,7 @@ class Parts:
     joint: JointGenerators | None
     negatives_gen: torch.Generator
     params: list[nn.Parameter]
+    batch_norm: bool
 
 
 def build_parts(
@@ -116,6 +132,10 @@ def build_parts(
     cfg = resolved.config
     torch.manual_seed(stream_seed(cfg.seed, Stream.WEIGHTS))  # identical weights on every rank
     online, target = build_networks(cfg, resolved.method)
+    if world_size > 1 and resolved.method.global_batch_norm:  # no-op without BatchNorm2d
+        use_global_batch_norm(online)
+        if target is not None:
+            use_global_batch_norm(target)
     online = online.to(device)
     target = target.to(device) if target is not None else None
     method = resolved.method.create(
@@ -166,4 +186,8 @@ def build_parts(
         joint=joint,
         negatives_gen=negatives_gen,
         params=[p for p in online.parameters() if p.requires_grad],
+        batch_norm=any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for m in online.encoder.backbone.modules()
+        ),
     )

@@ -361,9 +361,12 @@ def export_cmd(
 
     run_dir = run if run.is_dir() else run.parent
     weights, meta = export(run, out or run_dir / "backbone.safetensors", branch=branch)
-    kwargs = json.loads(meta.read_text())["timm_kwargs"]
-    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    info = json.loads(meta.read_text())
+    args = ", ".join(f"{k}={v!r}" for k, v in info["timm_kwargs"].items())
     out_console.print(f"wrote {weights} and {meta}")
+    if "load" in info:  # a stem timm's arguments do not describe: swapped after creation
+        out_console.print(f"load with:\n{info['load']}", soft_wrap=True)
+        return
     out_console.print(
         f"load with: timm.create_model({args}, pretrained=True, num_classes=0, "
         f"pretrained_cfg_overlay=dict(file={str(weights)!r}))",

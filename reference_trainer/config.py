@@ -24,7 +24,8 @@ from syn2co.negatives import SYNCO_V1, SYNCO_V2, SYNCO_V2_CONFIG, NegativeSpec, 
 from syn2co.schedules import ActiveWindow
 
 from .errors import ConfigError
-from .methods import Method, get_method, method_names
+from .methods import EmaSchedule, Method, MethodPreset, OptimizerKind, get_method, method_names
+from .resnets import check_resnet_options, is_resnet
 
 Negatives = Literal["none", "synco-v1", "synco-v2", "synco-v2-config", "mochi"]
 Dataset = Literal[
@@ -45,7 +46,11 @@ class TrainConfig:
     """Every option of a pretraining run. ``None`` means: take it from the presets."""
 
     # --- what to train -----------------------------------------------------------------------
-    arch: str = _opt("Backbone: deit_s, swin_t, vit_s, vit_t or any timm ViT/Swin name.", "deit_s")
+    arch: str = _opt(
+        "Backbone: deit_s, swin_t, vit_s, vit_t, resnet18, resnet50 or any timm ViT/Swin/ResNet "
+        "name (ResNets get the CIFAR stem at 32 px and below).",
+        "deit_s",
+    )
     method: str = _opt(
         "Pretraining method (a registered plug-in, see reference_trainer.methods).",
         "moby",
@@ -86,23 +91,39 @@ class TrainConfig:
     lr: float | None = _opt(
         "Peak learning rate; default: the method's base lr x batch / reference."
     )
-    weight_decay: float | None = _opt("AdamW weight decay (0.05 MoBY, 0.1 MoCo v3).")
-    warmup_steps: int | None = _opt(
-        "Linear warmup steps (default: 5/300 MoBY, 40/300 MoCo v3 of the run)."
+    optimizer: OptimizerKind | None = _opt(
+        "adamw, sgd (with momentum) or lars (SimCLR's LARS); default: the method's."
     )
-    clip_grad: float | None = _opt("Gradient-norm clip; 0 disables (5 MoBY, off MoCo v3).")
+    weight_decay: float | None = _opt(
+        "Weight decay (default: the method's, e.g. 0.05 MoBY, 0.1 MoCo v3, 1e-4 MoCo v2)."
+    )
+    warmup_steps: int | None = _opt(
+        "Linear warmup steps (default: the method's, e.g. 5/300 of the run MoBY, 10 epochs "
+        "SimCLR, none MoCo v2)."
+    )
+    clip_grad: float | None = _opt(
+        "Gradient-norm clip; 0 disables (default: the method's, 5 MoBY, off otherwise)."
+    )
     momentum: float | None = _opt(
         "EMA momentum of the target network at step 0, cosine to 1 (default: the method's)."
     )
     # --- method -------------------------------------------------------------------------------
     temperature: float | None = _opt("Contrastive temperature tau (default: the method's).")
     queue_size: int | None = _opt("Length of each negative queue (default: the method's).")
-    proj_hidden: int = _opt("Hidden width of the projector and predictor MLPs.", 4096)
-    proj_dim: int = _opt("Output width of the projector (embedding size D).", 256)
-    drop_path: float | None = _opt(
-        "Stochastic depth of the online backbone (0.2 MoBY, 0.1 MoCo v3)."
+    proj_hidden: int | None = _opt(
+        "Hidden width of the projector and predictor MLPs (default: the method's, 4096 "
+        "MoBY/MoCo v3, 2048 MoCo v2, the backbone's feature width SimCLR)."
     )
-    freeze_patch_embed: bool | None = _opt("Freeze the random patch projection (MoCo v3 trick).")
+    proj_dim: int | None = _opt(
+        "Output width of the projector, the embedding size D (default: the method's, 256 "
+        "MoBY/MoCo v3, 128 SimCLR/MoCo v2)."
+    )
+    drop_path: float | None = _opt(
+        "Stochastic depth of the online backbone (0.2 MoBY, 0.1 MoCo v3; 0 for ResNets)."
+    )
+    freeze_patch_embed: bool | None = _opt(
+        "Freeze the random patch projection (MoCo v3 trick; ViTs only)."
+    )
     # --- synthetic negatives -----------------------------------------------------------------
     n_hard: int | None = _opt("Hard pool size N (default: the preset's).")
     interpolated: int | None = _opt("Count of type-1 interpolated negatives (default: preset).")
@@ -133,9 +154,11 @@ class TrainConfig:
     patch_size: int | None = _opt("Patch size (default: the image-size preset).")
     window_size: int | None = _opt("Swin window size (default: the image-size preset).")
     depth: int | None = _opt(
-        "Override the number of transformer blocks (Swin: per stage, 4 stages)."
+        "Override the number of transformer blocks (Swin and ResNet: per stage, 4 stages)."
     )
-    embed_dim: int | None = _opt("Override the embedding width.")
+    embed_dim: int | None = _opt(
+        "Override the embedding width (ResNet: of the first stage, doubling per stage)."
+    )
     num_heads: int | None = _opt(
         "Override the attention heads (Swin: of the first stage, doubling)."
     )
@@ -284,6 +307,7 @@ class Resolved:
     Attributes:
         config: The options with the method's defaults filled in (saved as ``config.yaml``).
         method: The method's class.
+        preset: The method's recipe for this config (:meth:`Method.recipe`).
         total_steps: Optimizer steps of the whole run.
         steps_per_epoch: Optimizer steps per pass over the training images.
         lr: Peak learning rate.
@@ -294,13 +318,17 @@ class Resolved:
         freeze_patch_embed: The patch projection is frozen.
         temperature: Contrastive temperature.
         ema_momentum: EMA momentum of the target at step 0.
+        ema_schedule: How the EMA momentum moves: ``cosine`` to 1, or ``constant``.
         queue_size: Length of each negative queue (methods with a queue).
+        optimizer: ``adamw``, ``sgd`` or ``lars``.
+        proj_dim: The embedding size D.
         spec: The synthetic negatives, or None without them.
         window: The steps at which the synthetic negatives are active.
     """
 
     config: TrainConfig
     method: type[Method]
+    preset: MethodPreset
     total_steps: int
     steps_per_epoch: int
     lr: float
@@ -311,7 +339,10 @@ class Resolved:
     freeze_patch_embed: bool
     temperature: float
     ema_momentum: float
+    ema_schedule: EmaSchedule
     queue_size: int
+    optimizer: OptimizerKind
+    proj_dim: int
     spec: NegativeSpec | None
     window: ActiveWindow
 
@@ -325,7 +356,9 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
         world_size: Number of ranks; the global batch must split evenly over them.
     """
     method = check_options(cfg, world_size=world_size)
-    preset = method.preset
+    preset = method.recipe(cfg)
+    # The presets' drop-path and frozen patch projection are transformer settings.
+    resnet = is_resnet(cfg.arch)
     steps_per_epoch = max(1, train_size // cfg.batch_size)
     if cfg.steps is not None:
         total = cfg.steps
@@ -338,17 +371,26 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
         if cfg.lr is not None
         else preset.base_lr * cfg.batch_size / preset.lr_reference_batch
     )
+    if preset.warmup_epochs is not None:
+        warmup_default = min(total, round(preset.warmup_epochs * steps_per_epoch))
+    else:
+        warmup_default = round(preset.warmup_fraction * total)
     filled = dataclasses.replace(
         cfg,
         lr=lr,
+        optimizer=_default(cfg.optimizer, preset.optimizer),
         weight_decay=_default(cfg.weight_decay, preset.weight_decay),
-        warmup_steps=_default(cfg.warmup_steps, round(preset.warmup_fraction * total)),
+        warmup_steps=_default(cfg.warmup_steps, warmup_default),
         clip_grad=_default(cfg.clip_grad, preset.clip_grad),
-        drop_path=_default(cfg.drop_path, preset.drop_path),
-        freeze_patch_embed=_default(cfg.freeze_patch_embed, preset.freeze_patch_embed),
+        drop_path=_default(cfg.drop_path, 0.0 if resnet else preset.drop_path),
+        freeze_patch_embed=_default(
+            cfg.freeze_patch_embed, preset.freeze_patch_embed and not resnet
+        ),
         temperature=_default(cfg.temperature, preset.temperature),
         momentum=_default(cfg.momentum, preset.ema_momentum),
         queue_size=_default(cfg.queue_size, preset.queue_size),
+        proj_hidden=_default(cfg.proj_hidden, preset.proj_hidden),  # None: the feature width
+        proj_dim=_default(cfg.proj_dim, preset.proj_dim),
     )
     warmup = _default(filled.warmup_steps, 0)
     if warmup > total:
@@ -357,6 +399,7 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
     return Resolved(
         config=filled,
         method=method,
+        preset=preset,
         total_steps=total,
         steps_per_epoch=steps_per_epoch,
         lr=lr,
@@ -367,7 +410,10 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
         freeze_patch_embed=_default(filled.freeze_patch_embed, False),
         temperature=_default(filled.temperature, preset.temperature),
         ema_momentum=_default(filled.momentum, preset.ema_momentum),
+        ema_schedule=preset.ema_schedule,
         queue_size=_default(filled.queue_size, preset.queue_size),
+        optimizer=_default(filled.optimizer, preset.optimizer),
+        proj_dim=_default(filled.proj_dim, preset.proj_dim),
         spec=spec,
         window=ActiveWindow(cfg.negatives_start, cfg.negatives_end),
     )
@@ -384,6 +430,8 @@ def check_options(cfg: TrainConfig, *, world_size: int = 1) -> type[Method]:
     except KeyError as e:
         raise ConfigError(f"--method: {e.args[0]}") from None
     _check_positive(cfg, ("batch_size", "img_size", "proj_hidden", "proj_dim", "builtin_size"))
+    if is_resnet(cfg.arch):
+        check_resnet_options(cfg)
     _check_positive(
         cfg, ("checkpoint_every", "log_every", "hardness_every", "generator_grid_every")
     )
@@ -529,5 +577,5 @@ def _default(value: Any, fallback: Any) -> Any:
 def _check_positive(cfg: TrainConfig, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(cfg, name)
-        if value < 1:
+        if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")

@@ -48,7 +48,7 @@ from .config import (
 from .data.pipeline import TrainData, build_train_data
 from .devices import resolve_device
 from .diagnostics import Source, hardness, tag_generated
-from .methods import Embeddings, MethodOutput, StepContext
+from .methods import MethodOutput, Networks, StepContext
 from .models import ema_update
 from .reporting import MetricsLogger, Pending, StepInfo, progress_display, records, truncate_metrics
 
@@ -152,14 +152,22 @@ class Trainer:
         """
         r, parts = self.resolved, self.parts
         lr = cosine_schedule(self.step, r.total_steps, r.lr, 0.0, warmup_steps=r.warmup_steps)
-        momentum = cosine_schedule(self.step, r.total_steps, r.ema_momentum, 1.0)
+        momentum = (
+            r.ema_momentum
+            if r.ema_schedule == "constant"
+            else cosine_schedule(self.step, r.total_steps, r.ema_momentum, 1.0)
+        )
         for group in parts.optimizer.param_groups:
             group["lr"] = lr
         synthetic = self.spec is not None and r.window.active(self.step)
         real_rows = view1.shape[0]
         real_view = view1
+        groups = None
         if parts.joint is not None:  # generated hard samples and pairs join the batch, detached
-            view1, view2 = parts.joint.extend_views(view1, view2, self.step)
+            if r.method.multi_positive:  # two views of each pair image, the pair one group
+                view1, view2, groups = parts.joint.extend_views_grouped(view1, view2, self.step)
+            else:
+                view1, view2 = parts.joint.extend_views(view1, view2, self.step)
             if sources is not None:
                 sources = tag_generated(sources, view1.shape[0])
         autocast = torch.autocast(
@@ -167,14 +175,12 @@ class Trainer:
             dtype=self.amp_dtype or torch.float32,
             enabled=self.amp_dtype is not None,
         )
+        nets = Networks(
+            parts.online_step, parts.target_step, parts.batch_norm, self.step, self.cfg.seed
+        )
         with autocast:
-            online = parts.online_step(view1, view2)
-            target = None
-            if parts.target_step is not None:
-                with torch.no_grad():
-                    target = tuple(parts.target_step((view1, view2)))
-            embeddings = Embeddings(tuple(online), target)
-            ctx = StepContext(synthetic, parts.negatives_gen, sources)
+            embeddings = parts.method.encode(nets, (view1, view2))
+            ctx = StepContext(synthetic, parts.negatives_gen, sources, groups)
             out = parts.method(embeddings, ctx)
         parts.optimizer.zero_grad(set_to_none=True)
         parts.scaler.scale(out.loss).backward()

@@ -267,6 +267,40 @@ class JointGenerators(nn.Module):
             pairs = (generated.pair_a, generated.pair_b)
         return encoder_inputs(view_a, view_b, samples=samples, pairs=pairs)
 
+    def extend_views_grouped(
+        self, view_a: Tensor, view_b: Tensor, step: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The encoder step's batch for a loss with several positives per row: the real views,
+        then two augmented views of every generated image, and each row's group.
+
+        Rows: the ``B`` real ones, the ``N`` hard samples, the first images of the ``P`` pairs,
+        then their second images; each generated row holds two views of its image (drawn as
+        :meth:`two_views` draws them), all detached. A pair's two rows share a group, so with
+        two views of each image a generated pair gives four positive views, as in Wu et al.;
+        every other row is its own group.
+
+        Args:
+            view_a: First views of the real batch, (B, C, H, W), normalised.
+            view_b: Second views, same shape.
+            step: The optimizer step.
+
+        Returns:
+            ``(view_a, view_b, groups)``: views of (B + N + 2P, C, H, W) each, and int64 groups
+            of shape (B + N + 2P,) on ``view_a``'s device, numbered from 0 by first row.
+        """
+        b = view_a.shape[0]
+        generated = self.sample(self.count(b), step)
+        images = [x for x in generated if x is not None]
+        with torch.no_grad():
+            views = self.two_views(torch.cat(images), step)
+        out_a, out_b = encoder_inputs(view_a, view_b, samples=views)
+        groups = torch.arange(out_a.shape[0], device=view_a.device)
+        if generated.pair_a is not None:
+            p = generated.pair_a.shape[0]
+            first = out_a.shape[0] - 2 * p  # row of the first pair's image a
+            groups[first + p :] = groups[first : first + p].clone()
+        return out_a, out_b, groups
+
     # ---------------------------------------------------------------------------------------
     # Generator side
     # ---------------------------------------------------------------------------------------

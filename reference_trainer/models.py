@@ -1,5 +1,8 @@
 """timm backbones with image-size presets, projector/predictor heads and the EMA target.
 
+Backbones are timm ViTs, DeiTs, Swins and ResNets (:mod:`reference_trainer.resnets`: the CIFAR
+stem at small sizes, tiny-model overrides).
+
 timm facts this module relies on (METHODS.md, section 3): ``create_model(name,
 num_classes=0)`` returns pooled features; small images need smaller patches (DeiT-S at 32 px:
 ``patch_size=4``; Swin-T at 32 px: ``patch_size=2, window_size=4``, or its feature map
@@ -20,6 +23,7 @@ from torch import Tensor, nn
 from .config import TrainConfig
 from .errors import ConfigError
 from .methods import Method
+from .resnets import create_resnet, is_resnet, resnet_kwargs
 
 #: Short names users type, and the timm models they stand for. ``vit_s`` is the 12-head ViT-S
 #: of MoCo v3 and SynCo v2 (timm's own ViT-S and DeiT-S have 6 heads).
@@ -61,10 +65,13 @@ def timm_name(arch: str) -> tuple[str, dict[str, Any]]:
     if name not in timm.list_models():
         aliases = ", ".join(ARCH_ALIASES)
         raise ConfigError(
-            f"--arch: unknown architecture '{arch}'; use one of {aliases} or a timm ViT/Swin name"
+            f"--arch: unknown architecture '{arch}'; use one of {aliases}, resnet18, resnet50 "
+            "or a timm ViT/Swin/ResNet name"
         )
+    if is_resnet(name):
+        return name, dict(extra)
     if not is_swin(name) and "vit" not in name and "deit" not in name:
-        raise ConfigError(f"--arch: '{arch}' is not a ViT, DeiT or Swin model")
+        raise ConfigError(f"--arch: '{arch}' is not a ViT, DeiT, Swin or ResNet model")
     return name, dict(extra)
 
 
@@ -90,6 +97,8 @@ def _vit_ok(img: int, patch: int) -> bool:
 def check_size(arch: str, img_size: int, patch: int, window: int | None) -> None:
     """Fail before training when the image size does not fit the architecture's grid."""
     name, _ = timm_name(arch)
+    if is_resnet(name):
+        return  # convolutions and a global pool take any side
     if is_swin(name):
         assert window is not None
         if _swin_ok(img_size, patch, window):
@@ -120,6 +129,8 @@ def backbone_kwargs(cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
     Checks the image size against the patch (and window) grid first.
     """
     name, kwargs = timm_name(cfg.arch)
+    if is_resnet(name):
+        return name, kwargs | resnet_kwargs(cfg)
     preset = size_preset(cfg.img_size)
     swin = is_swin(name)
     patch = cfg.patch_size or (preset.swin_patch if swin else preset.vit_patch)
@@ -146,11 +157,13 @@ def create_backbone(cfg: TrainConfig, *, drop_path: float | None = None) -> nn.M
     """The timm backbone of a config, with pooled features (``num_classes=0``).
 
     Swin-T gets fused attention (``F.scaled_dot_product_attention``), which timm leaves off by
-    default for Swin.
+    default for Swin; a ResNet at small sizes gets the CIFAR stem.
     """
     name, kwargs = backbone_kwargs(cfg)
     rate = cfg.drop_path if drop_path is None else drop_path
     try:
+        if is_resnet(name):
+            return create_resnet(name, kwargs, img_size=cfg.img_size, drop_path=rate or 0.0)
         model = timm.create_model(
             name, pretrained=False, num_classes=0, drop_path_rate=rate or 0.0, **kwargs
         )

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import timm
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import checkpoint as ckpt
@@ -15,6 +16,7 @@ from .config import TrainConfig
 from .errors import ConfigError
 from .methods import get_method
 from .models import backbone_kwargs, build_networks, create_backbone
+from .resnets import apply_cifar_stem, is_resnet, rebuild_code, uses_cifar_stem
 
 Branch = Literal["online", "target"]
 
@@ -58,6 +60,12 @@ def timm_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return {"model_name": name, **kwargs}
 
 
+def cifar_stem(cfg: TrainConfig) -> bool:
+    """Whether a run's backbone is a ResNet with the CIFAR stem, which timm's arguments alone
+    do not rebuild."""
+    return is_resnet(backbone_kwargs(cfg)[0]) and uses_cifar_stem(cfg.img_size)
+
+
 def export(run: str | Path, out: str | Path, *, branch: Branch = "online") -> tuple[Path, Path]:
     """Write the backbone as safetensors plus a JSON file with the timm arguments.
 
@@ -66,6 +74,10 @@ def export(run: str | Path, out: str | Path, *, branch: Branch = "online") -> tu
         kwargs = json.load(open("backbone.json"))["timm_kwargs"]
         model = timm.create_model(**kwargs, pretrained=True, num_classes=0,
                                   pretrained_cfg_overlay=dict(file="backbone.safetensors"))
+
+    A ResNet with the CIFAR stem (``"stem": "cifar"`` in the JSON) needs its stem swapped after
+    ``timm.create_model`` and before the weights load: the JSON's ``"load"`` entry holds the
+    Python that does it with timm alone, and :func:`load_exported` does the same.
     """
     backbone, cfg = load_backbone(run, branch)
     out_path = Path(out)
@@ -77,10 +89,15 @@ def export(run: str | Path, out: str | Path, *, branch: Branch = "online") -> tu
     save_file(tensors, str(tmp), metadata={"format": "pt", "arch": cfg.arch, "branch": branch})
     tmp.replace(out_path)
     meta = out_path.with_suffix(".json")
+    kwargs = timm_kwargs(cfg)
+    rebuild = (
+        {"stem": "cifar", "load": rebuild_code(kwargs, str(out_path))} if cifar_stem(cfg) else {}
+    )
     meta.write_text(
         json.dumps(
             {
-                "timm_kwargs": timm_kwargs(cfg),
+                "timm_kwargs": kwargs,
+                **rebuild,
                 "branch": branch,
                 "method": cfg.method,
                 "negatives": cfg.negatives,
@@ -91,3 +108,18 @@ def export(run: str | Path, out: str | Path, *, branch: Branch = "online") -> tu
         + "\n"
     )
     return out_path, meta
+
+
+def load_exported(meta: str | Path) -> nn.Module:
+    """The backbone written by :func:`export`, from its JSON file, with timm (eval mode).
+
+    Builds ``timm.create_model(**timm_kwargs, num_classes=0)``, swaps in the CIFAR stem when
+    the JSON says ``"stem": "cifar"``, and loads the ``.safetensors`` file next to the JSON.
+    """
+    meta_path = Path(meta)
+    info = json.loads(meta_path.read_text())
+    model = timm.create_model(**info["timm_kwargs"], num_classes=0)
+    if info.get("stem") == "cifar":
+        apply_cifar_stem(model)
+    model.load_state_dict(load_file(str(meta_path.with_suffix(".safetensors"))))
+    return model.eval()

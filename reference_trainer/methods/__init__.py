@@ -11,27 +11,33 @@ from __future__ import annotations
 from .base import (
     BankKind,
     Direction,
+    EmaSchedule,
     Embeddings,
     Heads,
     Method,
     MethodOutput,
     MethodPreset,
+    Networks,
     OptimizerKind,
     StepContext,
+    head_widths,
 )
 
 __all__ = [
     "METHODS",
     "BankKind",
     "Direction",
+    "EmaSchedule",
     "Embeddings",
     "Heads",
     "Method",
     "MethodOutput",
     "MethodPreset",
+    "Networks",
     "OptimizerKind",
     "StepContext",
     "get_method",
+    "head_widths",
     "method_names",
     "register",
 ]

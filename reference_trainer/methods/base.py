@@ -21,6 +21,7 @@ optimizer, moves the target by EMA and calls :meth:`Method.update`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
@@ -33,17 +34,21 @@ if TYPE_CHECKING:  # the config imports this package; never the reverse at run t
 __all__ = [
     "BankKind",
     "Direction",
+    "EmaSchedule",
     "Embeddings",
     "Heads",
     "Method",
     "MethodOutput",
     "MethodPreset",
+    "Networks",
     "OptimizerKind",
     "StepContext",
+    "head_widths",
 ]
 
 BankKind = Literal["queue", "in-batch", "none"]
 OptimizerKind = Literal["adamw", "sgd", "lars"]
+EmaSchedule = Literal["cosine", "constant"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,15 @@ class MethodPreset:
         temperature: Contrastive temperature tau.
         ema_momentum: Momentum of the EMA target at step 0 (cosine to 1); unused without one.
         queue_size: Length of each negative queue; unused without a queue.
-        optimizer: ``adamw``, ``sgd`` or ``lars``.
+        optimizer: ``adamw``, ``sgd`` or ``lars`` (:class:`reference_trainer.optim.LARS`).
+        optimizer_momentum: Momentum of ``sgd`` and ``lars`` (unused by ``adamw``).
+        warmup_epochs: Linear warmup in epochs; when set it replaces ``warmup_fraction``.
+        decay_norms_and_biases: Weight decay on biases and normalisation parameters too (by
+            default they are left out, as are position embeddings and class tokens).
+        ema_schedule: ``cosine``: the EMA momentum rises from ``ema_momentum`` to 1 over the run
+            (BYOL, MoBY, MoCo v3); ``constant``: it stays at ``ema_momentum`` (MoCo v2).
+        proj_hidden: Hidden width of the heads' MLPs; None: the backbone's feature width.
+        proj_dim: Output width of the projector (the embedding size D).
     """
 
     base_lr: float
@@ -75,6 +88,12 @@ class MethodPreset:
     ema_momentum: float = 0.99
     queue_size: int = 4096
     optimizer: OptimizerKind = "adamw"
+    optimizer_momentum: float = 0.9
+    warmup_epochs: float | None = None
+    decay_norms_and_biases: bool = False
+    ema_schedule: EmaSchedule = "cosine"
+    proj_hidden: int | None = 4096
+    proj_dim: int = 256
 
 
 @dataclass
@@ -116,11 +135,38 @@ class StepContext:
         generator: The random stream of the synthetic negatives (this rank's).
         sources: (B,) source tag of each row (see ``reference_trainer.diagnostics.Source``) when
             the batch mixes sources, else None.
+        groups: (B,) int64 group of each row for methods with :attr:`Method.multi_positive`:
+            rows of one group show the same content (the two images of a generated positive
+            pair), so every view of one is a positive of every view of the others. Numbered
+            within this rank's batch; None when every row is its own group.
     """
 
     synthetic: bool
     generator: torch.Generator | None = None
     sources: Tensor | None = None
+    groups: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The networks a step encodes its views with, as the step calls them.
+
+    Attributes:
+        online: ``online(*views)``: each view (B, 3, H, W) to its online embedding (B, D), with
+            gradient (wrapped in DDP and/or compiled as the run asks).
+        target: ``target(views)``: the EMA target's embeddings of a tuple of views, or None for
+            methods without a target. Call it under ``torch.no_grad()``.
+        batch_norm: The backbone normalises with batch statistics (a ResNet), so which images
+            share a forward pass changes the embeddings.
+        step: The optimizer step (for random draws that must repeat on resume).
+        seed: The run's seed.
+    """
+
+    online: Callable[..., Sequence[Tensor]]
+    target: Callable[[tuple[Tensor, ...]], Sequence[Tensor]] | None
+    batch_norm: bool
+    step: int
+    seed: int
 
 
 @dataclass
@@ -160,6 +206,22 @@ class Method(nn.Module, ABC):
     momentum_target: ClassVar[bool]
     #: Where the real negatives (and the hard pool of the synthetic ones) come from.
     bank: ClassVar[BankKind]
+    #: The loss takes rows that are positives of each other (:attr:`StepContext.groups`):
+    #: the pair generator then gives two augmented views of each generated image, so a
+    #: generated pair holds four positive views (Wu et al., 2023). Otherwise a pair is one row,
+    #: image a as view 1 and image b as view 2.
+    multi_positive: ClassVar[bool] = False
+    #: Under several ranks, the backbone's batch norm uses the statistics of the global batch
+    #: (SimCLR's global BN). False for methods that shuffle keys across ranks instead (MoCo v2's
+    #: shuffle BN), where per-rank statistics are the point.
+    global_batch_norm: ClassVar[bool] = True
+
+    @classmethod
+    def recipe(cls, cfg: TrainConfig) -> MethodPreset:
+        """The preset for a run's config (default: :attr:`preset`; a method may pick values by
+        image size, e.g. SimCLR's temperature on CIFAR and on ImageNet)."""
+        del cfg
+        return cls.preset
 
     @classmethod
     @abstractmethod
@@ -186,6 +248,20 @@ class Method(nn.Module, ABC):
             return batch_size - 1
         return 0
 
+    def encode(self, nets: Networks, views: tuple[Tensor, ...]) -> Embeddings:
+        """The embeddings of a step's views (default: every view through the online network
+        and, under ``no_grad``, through the target).
+
+        Override to encode only what the loss uses (MoCo v2: queries of view 1, keys of view 2)
+        or to control which images share a batch-norm pass (shuffle BN).
+        """
+        online = tuple(nets.online(*views))
+        target = None
+        if nets.target is not None:
+            with torch.no_grad():
+                target = tuple(nets.target(views))
+        return Embeddings(online, target)
+
     @abstractmethod
     def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
         """The loss of one step from the embeddings of its views."""
@@ -197,3 +273,12 @@ class Method(nn.Module, ABC):
             keys: The step's embeddings, detached, restricted to the rows that may enter a bank.
             sources: (B,) source tag of each of those rows, or None.
         """
+
+
+def head_widths(cfg: TrainConfig, feature_dim: int) -> tuple[int, int]:
+    """The heads' hidden and output widths of a resolved config: ``(proj_hidden, proj_dim)``,
+    the hidden width being the backbone's ``feature_dim`` where the config leaves it None."""
+    hidden = feature_dim if cfg.proj_hidden is None else cfg.proj_hidden
+    if cfg.proj_dim is None:
+        raise ValueError("head_widths: expected a resolved config (proj_dim is None)")
+    return hidden, cfg.proj_dim

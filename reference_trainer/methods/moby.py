@@ -12,7 +12,16 @@ from syn2co.negatives import NegativeSpec, similarity, synthesize
 from syn2co.queue import NegativeQueue
 
 from ..heads import mlp
-from .base import Direction, Embeddings, Heads, Method, MethodOutput, MethodPreset, StepContext
+from .base import (
+    Direction,
+    Embeddings,
+    Heads,
+    Method,
+    MethodOutput,
+    MethodPreset,
+    StepContext,
+    head_widths,
+)
 from .registry import register
 
 if TYPE_CHECKING:
@@ -62,15 +71,16 @@ class MoBY(Method):
 
     @classmethod
     def heads(cls, feature_dim: int, cfg: TrainConfig) -> Heads:
+        hidden, dim = head_widths(cfg, feature_dim)
         return Heads(
-            projector=mlp(feature_dim, cfg.proj_hidden, cfg.proj_dim, 2, last_bn=False),
-            predictor=mlp(cfg.proj_dim, cfg.proj_hidden, cfg.proj_dim, 2, last_bn=False),
+            projector=mlp(feature_dim, hidden, dim, 2, last_bn=False),
+            predictor=mlp(dim, hidden, dim, 2, last_bn=False),
         )
 
     @classmethod
     def create(cls, resolved: Resolved, *, tags: bool, generator: torch.Generator | None) -> Self:
         return cls(
-            resolved.config.proj_dim,
+            resolved.proj_dim,
             resolved.queue_size,
             temperature=resolved.temperature,
             spec=resolved.spec,

@@ -11,7 +11,16 @@ from syn2co.losses import moco_v3_loss
 from syn2co.negatives import NegativeSpec, positive_mask, synthesize
 
 from ..heads import mlp
-from .base import Direction, Embeddings, Heads, Method, MethodOutput, MethodPreset, StepContext
+from .base import (
+    Direction,
+    Embeddings,
+    Heads,
+    Method,
+    MethodOutput,
+    MethodPreset,
+    StepContext,
+    head_widths,
+)
 from .registry import register
 
 if TYPE_CHECKING:
@@ -48,9 +57,10 @@ class MoCoV3(Method):
 
     @classmethod
     def heads(cls, feature_dim: int, cfg: TrainConfig) -> Heads:
+        hidden, dim = head_widths(cfg, feature_dim)
         return Heads(
-            projector=mlp(feature_dim, cfg.proj_hidden, cfg.proj_dim, 3, last_bn=True),
-            predictor=mlp(cfg.proj_dim, cfg.proj_hidden, cfg.proj_dim, 2, last_bn=True),
+            projector=mlp(feature_dim, hidden, dim, 3, last_bn=True),
+            predictor=mlp(dim, hidden, dim, 2, last_bn=True),
         )
 
     @classmethod

@@ -38,6 +38,19 @@ TINY_SWIN = [
     "--proj-dim",
     "32",
 ]
+#: A ResNet-18 with one block per stage and stage widths 8-16-32-64 (CIFAR stem at 32 px).
+TINY_RESNET = [
+    "--arch",
+    "resnet18",
+    "--depth",
+    "1",
+    "--embed-dim",
+    "8",
+    "--proj-hidden",
+    "64",
+    "--proj-dim",
+    "32",
+]
 TINY_DATA = ["--dataset", "builtin", "--builtin-size", "96", "--img-size", "32", "--workers", "0"]
 
 
