@@ -106,6 +106,7 @@ def test_lars_rejects_bad_arguments(bad: dict[str, float], words: str) -> None:
         ({"method": "moby"}, torch.optim.AdamW, False),
         ({"method": "moby", "optimizer": "sgd"}, torch.optim.SGD, False),
         ({"method": "moby", "optimizer": "lars"}, LARS, False),
+        ({"method": "mocov2"}, torch.optim.SGD, True),  # MoCo v2 decays every parameter
     ],
 )
 def test_build_optimizer_groups(

@@ -1,0 +1,209 @@
+"""MoCo v2 (Chen, Fan, Girshick and He, 2020): a queue of momentum keys, the base of SynCo v1.
+
+As facebookresearch/moco (``moco/builder.py``, ``main_moco.py --mlp --moco-t 0.2 --aug-plus
+--cos``): the query of view 1 from the online encoder, the key of view 2 from its EMA copy
+(momentum 0.999, constant), InfoNCE against a queue of 65,536 keys at tau 0.2, the keys
+enqueued after the loss (gathered from all ranks). The loss is asymmetric, as in the official
+code: one direction per step. (MoCo v3 and the MoCo CIFAR demo notebook symmetrise it; that
+variant is not offered here, so a step costs one online and one target pass.)
+
+Shuffle BN: with a batch-norm backbone (a ResNet) the keys are computed on a shuffled batch, so
+a query and its key never share batch statistics (the signature that otherwise lets the model
+tell the current batch's key from the queue's). Across ranks, as the official code does: each
+rank encodes a random slice of the global batch of key images, and the keys return to their
+rows. In one process, as the MoCo CIFAR demo's split batch norm does: queries and shuffled
+keys are encoded in :data:`SHUFFLE_BN_SPLITS` groups, each with its own statistics. The
+permutation comes from the run's seed and the step, the same on every rank and after a resume.
+
+Synthetic negatives (SynCo v1: ``--negatives synco-v1``) are built from the queue, the same
+bank the loss multiplies once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Self
+
+import torch
+from torch import Tensor
+
+from syn2co import distributed
+from syn2co.losses import info_nce
+from syn2co.negatives import NegativeSpec, similarity, synthesize
+from syn2co.queue import NegativeQueue
+
+from ..heads import mlp
+from ..seeds import hashed_seed, torch_generator
+from .base import (
+    Direction,
+    Embeddings,
+    Heads,
+    Method,
+    MethodOutput,
+    MethodPreset,
+    Networks,
+    StepContext,
+    head_widths,
+)
+from .registry import register
+
+if TYPE_CHECKING:
+    from ..config import Resolved, TrainConfig
+
+__all__ = ["SHUFFLE_BN_SPLITS", "MoCoV2", "shuffled_keys"]
+
+#: Groups of the single-process shuffle BN (the MoCo CIFAR demo's ``bn_splits``).
+SHUFFLE_BN_SPLITS = 8
+
+
+@register
+class MoCoV2(Method):
+    """MoCo v2: no predictor, an EMA key encoder, one queue, InfoNCE from view 1 to view 2."""
+
+    name = "mocov2"
+    summary = "MoCo v2: EMA key encoder, a queue of 65536 keys, asymmetric InfoNCE (SynCo v1)."
+    # main_moco.py as MoCo v2's README runs it: SGD lr 0.03 x batch/256, momentum 0.9, wd 1e-4
+    # on every parameter, cosine schedule without warmup; 2-layer MLP head (hidden = the
+    # backbone's width, 2048 on ResNet-50; out 128; no BN); tau 0.2; K 65536; m 0.999.
+    preset = MethodPreset(
+        base_lr=0.03,
+        lr_reference_batch=256,
+        weight_decay=1e-4,
+        warmup_fraction=0.0,
+        clip_grad=0.0,
+        drop_path=0.0,
+        temperature=0.2,
+        ema_momentum=0.999,
+        ema_schedule="constant",
+        queue_size=65536,
+        optimizer="sgd",
+        optimizer_momentum=0.9,
+        decay_norms_and_biases=True,
+        proj_hidden=None,
+        proj_dim=128,
+    )
+    momentum_target = True
+    bank = "queue"
+    global_batch_norm = False  # per-rank statistics, keys shuffled across ranks
+
+    def __init__(
+        self,
+        dim: int,
+        queue_size: int,
+        *,
+        temperature: float,
+        spec: NegativeSpec | None,
+        generator: torch.Generator | None = None,
+        tags: bool = False,
+    ) -> None:
+        super().__init__()
+        self.queue = NegativeQueue(queue_size, dim, generator=generator, tags=tags)
+        self.temperature = temperature
+        self.spec = spec
+
+    @classmethod
+    def heads(cls, feature_dim: int, cfg: TrainConfig) -> Heads:
+        hidden, dim = head_widths(cfg, feature_dim)
+        return Heads(projector=mlp(feature_dim, hidden, dim, 2, last_bn=False, bn=False))
+
+    @classmethod
+    def create(cls, resolved: Resolved, *, tags: bool, generator: torch.Generator | None) -> Self:
+        return cls(
+            resolved.proj_dim,
+            resolved.queue_size,
+            temperature=resolved.temperature,
+            spec=resolved.spec,
+            generator=generator,
+            tags=tags,
+        )
+
+    def encode(self, nets: Networks, views: tuple[Tensor, ...]) -> Embeddings:
+        """Queries of view 1 (online), keys of view 2 (target, shuffle BN with batch norm)."""
+        view1, view2 = views
+        assert nets.target is not None
+        target = nets.target
+        if not nets.batch_norm:  # no batch statistics: nothing to shuffle
+            (query,) = nets.online(view1)
+            with torch.no_grad():
+                (key,) = target((view2,))
+            return Embeddings((query,), (key,))
+        splits = _splits(view1.shape[0])
+        query = torch.cat([nets.online(chunk)[0] for chunk in view1.chunk(splits)])
+        rng = torch_generator(hashed_seed("shuffle-bn", nets.seed, nets.step))
+        key = shuffled_keys(lambda x: target((x,))[0], view2, splits=splits, generator=rng)
+        return Embeddings((query,), (key,))
+
+    def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
+        (query,) = embeddings.online
+        assert embeddings.target is not None
+        (key,) = embeddings.target
+        bank = self.queue.bank
+        sim = None
+        extra = None
+        if ctx.synthetic and self.spec is not None:
+            sim = similarity(query, bank)  # one product for the hard pool and the loss
+            extra = synthesize(
+                query, bank, self.spec, generator=ctx.generator, similarity=sim.detach()
+            )
+        loss = info_nce(
+            query,
+            key,
+            None if sim is not None else bank,
+            negative_similarity=sim,
+            extra_negatives=extra,
+            temperature=self.temperature,
+        )
+        tags = None if self.queue.tags is None else self.queue.tags.detach()
+        return MethodOutput(loss, (Direction(query, key, bank, extra, None, tags),))
+
+    @torch.no_grad()
+    def update(self, keys: Embeddings, sources: Tensor | None) -> None:
+        """Enqueue this step's keys (after the loss), tagged with their source when the queue
+        keeps tags."""
+        assert keys.target is not None
+        (key,) = keys.target
+        self.queue.enqueue(key, sources if self.queue.tags is not None else None)
+
+
+def _splits(rows: int) -> int:
+    """Batch-norm groups of one process: :data:`SHUFFLE_BN_SPLITS` under a single rank (at
+    least two rows each), one per rank otherwise (the ranks are the groups)."""
+    if distributed.world_size() > 1:
+        return 1
+    return max(1, min(SHUFFLE_BN_SPLITS, rows // 2))
+
+
+@torch.no_grad()
+def shuffled_keys(
+    encode: Callable[[Tensor], Tensor],
+    images: Tensor,
+    *,
+    splits: int,
+    generator: torch.Generator,
+) -> Tensor:
+    """Keys of ``images`` computed in a shuffled order, returned in the input order.
+
+    The images of all ranks are gathered and permuted (the same permutation on every rank:
+    ``generator`` must be seeded alike); each rank encodes its slice of the permuted batch in
+    ``splits`` chunks (one forward pass, and batch-norm statistics, per chunk), the keys are
+    gathered and put back in their rows. With one rank and one split this is ``encode(images)``.
+
+    Args:
+        encode: Key encoder, (N, ...) images to (N, D) keys.
+        images: This rank's key images, (B, ...).
+        splits: Forward passes per rank (>= 1).
+        generator: CPU generator of the permutation.
+
+    Returns:
+        Keys of shape (B, D), row ``i`` the key of ``images[i]``.
+    """
+    b = images.shape[0]
+    everything = distributed.gather(images)
+    order = torch.randperm(everything.shape[0], generator=generator).to(images.device)
+    rank = distributed.rank()
+    mine = everything[order[rank * b : (rank + 1) * b]]
+    keys = torch.cat([encode(chunk) for chunk in mine.chunk(splits)])
+    gathered = distributed.gather(keys)  # row j: the key of image order[j]
+    restored = torch.empty_like(gathered)
+    restored[order] = gathered
+    return restored[rank * b : (rank + 1) * b]
