@@ -94,10 +94,16 @@ def negative_log_mass(
             torch.logsumexp((1.0 + beta) * neg, dim=1) - torch.logsumexp(beta * neg, dim=1) + log_n
         )
     if tau_plus > 0.0:
-        # log(R - tau_plus*N*e^pos) = log R + log(1 - r), r = tau_plus*N*e^(pos - log R) clamped
-        # below 1 so the log stays finite; the lower bound below takes over where r >= 1.
-        log_r = (math.log(tau_plus) + log_n + pos - log_mass).clamp(max=-1e-6)
-        log_mass = log_mass + torch.log(-torch.expm1(log_r)) - math.log1p(-tau_plus)
+        # log(R - tau_plus*N*e^pos) = log R + log(1 - r) with r = tau_plus*N*e^(pos - log R).
+        # Where r >= 1 the difference is not positive and only the lower bound remains. Any
+        # finite stand-in for log(1 - r) there (a clamp of r just below 1 leaves log R - 13.8)
+        # can exceed the bound log N - 1/tau at low temperature, so those rows take the
+        # dtype's minimum; the double `where` keeps log(0) out of the backward pass.
+        log_r = math.log(tau_plus) + log_n + pos - log_mass
+        valid = log_r < 0.0
+        safe = torch.where(valid, log_r, torch.full_like(log_r, -1.0))
+        debiased = log_mass + torch.log(-torch.expm1(safe)) - math.log1p(-tau_plus)
+        log_mass = torch.where(valid, debiased, torch.finfo(debiased.dtype).min)
     return torch.clamp(log_mass, min=log_n - 1.0 / temperature)
 
 

@@ -168,6 +168,81 @@ def test_debiased_and_hcl_match_their_papers(
     assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
 
 
+def ref_debiased_log_mass(pos, neg, tau, tau_plus):  # type: ignore[no-untyped-def]
+    """log Ng of Chuang et al. written plainly in float64 from the (float32) logits."""
+    e_pos, e_neg = pos.double().exp(), neg.double().exp()
+    n = neg.shape[1]
+    ng = (-tau_plus * n * e_pos + e_neg.sum(1)) / (1 - tau_plus)
+    return torch.clamp(ng, min=n * math.exp(-1 / tau)).log()
+
+
+def debiased_logits(seed: int, n: int, tau: float, noise: float) -> tuple[torch.Tensor, ...]:
+    """(B,) positive and (B, N) negative logits of unit vectors; small noise = close positive."""
+    q = F.normalize(rand(6, 16, seed=seed), dim=1)
+    k = F.normalize(q + noise * rand(6, 16, seed=seed + 1), dim=1)
+    negs = F.normalize(rand(6, n, 16, seed=seed + 2), dim=-1)
+    return (q * k).sum(1) / tau, torch.einsum("bd,bnd->bn", q, negs) / tau
+
+
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(1, 40),
+    tau=st.sampled_from([0.07, 0.1, 0.2, 0.5]),
+    tau_plus=st.sampled_from([0.01, 0.1, 0.3]),
+    noise=st.sampled_from([0.0, 0.05, 0.3, 1.0, 3.0]),
+)
+@settings(max_examples=150, deadline=None)
+def test_debiased_log_mass_matches_float64_reference(
+    seed: int, n: int, tau: float, tau_plus: float, noise: float
+) -> None:
+    pos, neg = debiased_logits(seed, n, tau, noise)
+    got = negative_log_mass(pos, neg, temperature=tau, tau_plus=tau_plus).double()
+    want = ref_debiased_log_mass(pos, neg, tau, tau_plus)
+    # log(R - tau_plus N e^pos) loses float32 precision as r = tau_plus N e^pos / R nears 1:
+    # the error of log r (a few ulp of the logits) is amplified by r / (1 - r).
+    lse = torch.logsumexp(neg.double(), 1)
+    log_r = math.log(tau_plus * n) + pos.double() - lse
+    scale = pos.double().abs() + lse.abs() + 1
+    amplify = torch.where(log_r < 0, log_r.exp() / -torch.expm1(log_r.clamp(max=-1e-12)), 0.0)
+    tol = 1e-5 + 1e-6 * scale * amplify
+    assert ((got - want).abs() <= tol).all(), (got, want)
+
+
+@pytest.mark.parametrize("tau", [0.07, 0.1, 0.2, 0.5])
+def test_debiased_lower_bound_is_exact_where_active(tau: float) -> None:
+    # Positives equal to the query: tau_plus N e^{1/tau} exceeds the negatives' mass, so the
+    # debiased estimate is negative and only the bound N e^{-1/tau} remains.
+    pos, neg = debiased_logits(3, 32, tau, 0.0)
+    assert (ref_debiased_log_mass(pos, neg, tau, 0.5) == math.log(32) - 1 / tau).all()
+    pos, neg = pos.requires_grad_(), neg.requires_grad_()
+    got = negative_log_mass(pos, neg, temperature=tau, tau_plus=0.5)
+    assert torch.allclose(got, torch.full((6,), math.log(32) - 1 / tau), atol=1e-5)
+    got.sum().backward()  # the bound is a constant: no gradient, and no NaN from log(0)
+    assert pos.grad is not None and neg.grad is not None
+    assert torch.equal(pos.grad, torch.zeros(6)) and torch.equal(neg.grad, torch.zeros(6, 32))
+
+
+def test_debiased_bound_switches_per_row_at_low_temperature() -> None:
+    pos, neg = debiased_logits(73, 32, 0.07, 0.3)
+    want = ref_debiased_log_mass(pos, neg, 0.07, 0.1)
+    active = want == math.log(32) - 1 / 0.07
+    assert 0 < int(active.sum()) < 6  # both regimes in one batch
+    got = negative_log_mass(pos, neg, temperature=0.07, tau_plus=0.1).double()
+    assert torch.allclose(got[active], want[active], atol=1e-5)
+    assert torch.allclose(got[~active], want[~active], rtol=1e-4)
+
+
+@pytest.mark.parametrize("tau", [0.07, 0.1, 0.2, 0.5])
+def test_debiased_loss_matches_its_paper_at_low_temperature(tau: float) -> None:
+    for seed in range(20):
+        q = rand(6, 8, seed=seed)
+        k = q + 0.3 * rand(6, 8, seed=seed + 1)
+        negs = rand(6, 20, 8, seed=seed + 2)
+        got = info_nce(q, k, negs, temperature=tau, tau_plus=0.1).item()
+        want = float(ref_dcl_hcl(q, k, negs, tau, 0.1, 0.0))
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
+
+
 def test_hardness_aware_stays_finite_at_tiny_temperature() -> None:
     # exp(1 / 0.005) overflows float32 in the exp-then-log form; log space must not.
     q = rand(4, 8)
