@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from syn2co import distributed
-from syn2co.losses import moby_loss, moco_v3_loss
+from syn2co.losses import MoBYView, moby_loss, moco_v3_loss
 from syn2co.negatives import NegativeSpec, positive_mask, similarity, synthesize
 from syn2co.queue import NegativeQueue
 
@@ -85,14 +85,12 @@ class MoBY(nn.Module):
                     query, bank, self.spec, generator=generator, similarity=sim.detach()
                 )
         loss = moby_loss(
-            p1,
-            p2,
-            t1,
-            t2,
-            self.queue1.bank,
-            self.queue2.bank,
-            extra_negatives=(extra[0], extra[1]),
-            negative_similarity=(sims[0], sims[1]),
+            MoBYView(
+                p1, t1, self.queue1.bank, negative_similarity=sims[0], extra_negatives=extra[0]
+            ),
+            MoBYView(
+                p2, t2, self.queue2.bank, negative_similarity=sims[1], extra_negatives=extra[1]
+            ),
             temperature=self.temperature,
         )
         tags = [q.tags.detach() if q.tags is not None else None for q in (self.queue2, self.queue1)]
@@ -131,20 +129,32 @@ class MoCoV3(nn.Module):
         sources: Tensor | None = None,
     ) -> MethodOutput:
         b = p1.shape[0]
-        keys = (distributed.gather(t2), distributed.gather(t1))
+        keys = (distributed.gather_rows(t2), distributed.gather_rows(t1))  # gathered once
         mask = positive_mask(
             b, world_size=distributed.world_size(), rank=distributed.rank(), device=p1.device
         )
         extra: list[Tensor | None] = [None, None]
+        sims: list[Tensor | None] = [None, None]
         if synthetic and self.spec is not None:
             for i, query in enumerate((p1, p2)):
-                extra[i] = synthesize(query, keys[i], self.spec, exclude=mask, generator=generator)
+                sims[i] = sim = similarity(query, keys[i].rows)
+                extra[i] = synthesize(
+                    query,
+                    keys[i].rows,
+                    self.spec,
+                    exclude=mask,
+                    generator=generator,
+                    similarity=sim.detach(),
+                )
+        tau = self.temperature
         loss = moco_v3_loss(
-            p1, t2, extra_negatives=extra[0], temperature=self.temperature
-        ) + moco_v3_loss(p2, t1, extra_negatives=extra[1], temperature=self.temperature)
+            p1, keys[0], negative_similarity=sims[0], extra_negatives=extra[0], temperature=tau
+        ) + moco_v3_loss(
+            p2, keys[1], negative_similarity=sims[1], extra_negatives=extra[1], temperature=tau
+        )
         tags = None if sources is None else distributed.gather(sources.to(p1.device))
-        d1 = Direction(p1, t2, keys[0], extra[0], mask, tags)
-        d2 = Direction(p2, t1, keys[1], extra[1], mask, tags)
+        d1 = Direction(p1, t2, keys[0].rows, extra[0], mask, tags)
+        d2 = Direction(p2, t1, keys[1].rows, extra[1], mask, tags)
         return MethodOutput(loss, (d1, d2))
 
     def update(self, t1: Tensor, t2: Tensor, sources: Tensor | None = None) -> None:
