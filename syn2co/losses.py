@@ -286,7 +286,7 @@ def moco_v3_loss(
         chk.check_same_device("key", key, "query", query)
         offset, total = distributed.rank() * b, distributed.world_size() * b
     if negative_similarity is not None:
-        _check_similarity("negative_similarity", negative_similarity, (b, total), query)
+        _check_similarity("negative_similarity", negative_similarity, (b, total), query, "N")
     m = _check_extra(_INFO_NCE_NAMES, query, b, extra_negatives, extra_similarity)
     _check_some_negatives(total - 1 + m, "key")
     labels = torch.arange(b, device=query.device) + offset

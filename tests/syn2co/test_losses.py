@@ -610,7 +610,7 @@ def test_moco_v3_keys_of_all_ranks_given_as_a_tensor_get_a_hint() -> None:
         moco_v3_loss(rand(4, 6), rand(8, 6))
     with pytest.raises(ValueError, match="key: expected the gathered rows of a local batch"):
         moco_v3_loss(rand(4, 6), Gathered(rand(8, 6), offset=0, count=8))
-    with pytest.raises(ValueError, match="negative_similarity: expected shape \\(B, K\\) with K=4"):
+    with pytest.raises(ValueError, match="negative_similarity: expected shape \\(B, N\\) with N=4"):
         moco_v3_loss(rand(4, 6), rand(4, 6), negative_similarity=rand(4, 8))
 
 
