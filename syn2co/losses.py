@@ -53,6 +53,7 @@ from syn2co import _checks as chk
 from syn2co import distributed
 from syn2co._checks import NonFiniteError
 from syn2co.distributed import Gathered
+from syn2co.negatives import positive_mask
 
 __all__ = [
     "InfoNCELoss",
@@ -585,16 +586,10 @@ def nt_xent_mask(
                 [0, 1, 0, 1]], dtype=torch.int32)
     """
     chk.check_int("batch_size", batch_size, minimum=1)
-    chk.check_int("world_size", world_size, minimum=1)
-    chk.check_int("rank", rank, minimum=0)
-    if rank >= world_size:
-        raise ValueError(f"rank: expected a rank below world_size={world_size}, got {rank}")
     a = 2 * batch_size
-    idx = torch.arange(a, device=device)
-    own = (idx + rank * a)[:, None]
-    positive = ((idx + batch_size) % a + rank * a)[:, None]
-    mask = torch.zeros(a, world_size * a, dtype=torch.bool, device=device)
-    return mask.scatter_(1, own, True).scatter_(1, positive, True)
+    own = positive_mask(a, world_size=world_size, rank=rank, device=device)  # (2B, 2B * world)
+    # The positive of anchor a is the own column of anchor (a + B) mod 2B: the other view.
+    return own | own[(torch.arange(a, device=device) + batch_size) % a]
 
 
 def pairwise_cosine(x: Tensor, y: Tensor) -> Tensor:
@@ -634,7 +629,7 @@ class _LossModule(nn.Module):
 
     def __init__(
         self,
-        temperature: Temperature,
+        temperature: Temperature = 0.2,
         reduction: Reduction = "mean",
         tau_plus: float = 0.0,
         beta: float = 0.0,
@@ -663,15 +658,6 @@ class InfoNCELoss(_LossModule):
         >>> round(loss_fn(q, q, torch.ones(5, 4)).item(), 4) == round(math.log(6), 4)
         True
     """
-
-    def __init__(
-        self,
-        temperature: Temperature = 0.2,
-        reduction: Reduction = "mean",
-        tau_plus: float = 0.0,
-        beta: float = 0.0,
-    ) -> None:
-        super().__init__(temperature, reduction, tau_plus, beta)
 
     def forward(
         self,
@@ -706,15 +692,6 @@ class MoCoV3Loss(_LossModule):
         True
     """
 
-    def __init__(
-        self,
-        temperature: Temperature = 0.2,
-        reduction: Reduction = "mean",
-        tau_plus: float = 0.0,
-        beta: float = 0.0,
-    ) -> None:
-        super().__init__(temperature, reduction, tau_plus, beta)
-
     def forward(
         self,
         query: Tensor,
@@ -746,15 +723,6 @@ class MoBYLoss(_LossModule):
         >>> round(MoBYLoss()(view, view).item(), 4) == round(2 * math.log(17), 4)
         True
     """
-
-    def __init__(
-        self,
-        temperature: Temperature = 0.2,
-        reduction: Reduction = "mean",
-        tau_plus: float = 0.0,
-        beta: float = 0.0,
-    ) -> None:
-        super().__init__(temperature, reduction, tau_plus, beta)
 
     def forward(self, view1: MoBYView, view2: MoBYView) -> Tensor:
         return moby_loss(

@@ -477,12 +477,9 @@ def test_bad_input(what: str, call: Callable[[], object], exc: type[Exception], 
 # ------------------------------------------------------------------------ one loss contract
 
 
-def materialised_and_similarity(
-    q: torch.Tensor, extra: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The synthetic negatives as vectors, and as their cosines with q (gradient to q)."""
-    cos = torch.einsum("bd,bmd->bm", F.normalize(q, dim=-1), F.normalize(extra, dim=-1))
-    return extra, cos
+def cosines(q: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+    """The synthetic negatives as their cosines with q (gradient to q), shape (B, M)."""
+    return torch.einsum("bd,bmd->bm", F.normalize(q, dim=-1), F.normalize(extra, dim=-1))
 
 
 LOSSES_WITH_EXTRAS: list[tuple[str, Callable[..., torch.Tensor]]] = [
@@ -493,9 +490,12 @@ LOSSES_WITH_EXTRAS: list[tuple[str, Callable[..., torch.Tensor]]] = [
 ]
 
 
-@pytest.mark.parametrize(
+each_loss_with_extras = pytest.mark.parametrize(
     ("name", "loss_fn"), LOSSES_WITH_EXTRAS, ids=[n for n, _ in LOSSES_WITH_EXTRAS]
 )
+
+
+@each_loss_with_extras
 def test_extra_similarity_equals_extra_negatives_in_loss_and_gradient(
     name: str, loss_fn: Callable[..., torch.Tensor]
 ) -> None:
@@ -503,7 +503,7 @@ def test_extra_similarity_equals_extra_negatives_in_loss_and_gradient(
     q1 = rand(5, 8).requires_grad_()
     q2 = q1.detach().clone().requires_grad_()
     a = loss_fn(q1, k, bank, extra_negatives=extra)
-    b = loss_fn(q2, k, bank, extra_similarity=materialised_and_similarity(q2, extra)[1])
+    b = loss_fn(q2, k, bank, extra_similarity=cosines(q2, extra))
     a.backward()
     b.backward()
     assert q1.grad is not None and q2.grad is not None
@@ -511,9 +511,7 @@ def test_extra_similarity_equals_extra_negatives_in_loss_and_gradient(
     assert torch.allclose(q1.grad, q2.grad, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    ("name", "loss_fn"), LOSSES_WITH_EXTRAS, ids=[n for n, _ in LOSSES_WITH_EXTRAS]
-)
+@each_loss_with_extras
 def test_zero_synthetic_negatives_are_a_no_op(
     name: str, loss_fn: Callable[..., torch.Tensor]
 ) -> None:
@@ -526,9 +524,7 @@ def test_zero_synthetic_negatives_are_a_no_op(
     assert torch.equal(loss_fn(q, k, bank, extra_similarity=torch.zeros(5, 0)), want)
 
 
-@pytest.mark.parametrize(
-    ("name", "loss_fn"), LOSSES_WITH_EXTRAS, ids=[n for n, _ in LOSSES_WITH_EXTRAS]
-)
+@each_loss_with_extras
 def test_synthetic_negatives_as_vectors_and_similarities_are_refused(
     name: str, loss_fn: Callable[..., torch.Tensor]
 ) -> None:
@@ -628,7 +624,7 @@ def test_moby_views_cross_queues_and_precomputed_similarities() -> None:
         t1,
         q1,
         negative_similarity=similarity(p1, q2),
-        extra_similarity=materialised_and_similarity(p1, e1)[1],
+        extra_similarity=cosines(p1, e1),
     )
     v2 = MoBYView(p2, t2, q2, negative_similarity=similarity(p2, q1), extra_negatives=e2)
     got = moby_loss(v1, v2)
