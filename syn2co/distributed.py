@@ -130,7 +130,7 @@ def gather_with_grad(x: Tensor) -> Tensor:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compared by identity, not by value
 class Gathered:
     """Rows of every rank concatenated in rank order, and which of them are this rank's.
 

@@ -318,7 +318,7 @@ def moco_v3_loss(
     return _reduce(loss, reduction)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compared by identity, not by value
 class MoBYView:
     """One view's tensors for :func:`moby_loss`, so that no queue can meet the wrong view.
 
