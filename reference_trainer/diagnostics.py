@@ -61,13 +61,17 @@ def hardness(
     """
     n_hard = spec.n_hard if spec else 256
     bank_size = d.bank.shape[0]
+    # Entries every query can draw from: the bank less the most any query excludes (its own
+    # positive in MoCo v3, itself and its positive(s) in SimCLR), and at most K - 1.
+    excluded = 1 if d.exclude is None else max(1, int(d.exclude.sum(dim=1).max()))
+    pool = max(1, bank_size - excluded)
     stats = hardness_stats(
         d.query,
         d.positive,
         d.bank,
         d.synthetic,
         spec=spec if d.synthetic is not None else None,
-        n_hard=min(n_hard, bank_size - 1),
+        n_hard=min(n_hard, pool),
         exclude=d.exclude,
         prefix="hardness/",
     )
@@ -85,7 +89,7 @@ def hardness(
                 d.bank,
                 None if d.synthetic is None else d.synthetic[rows],
                 spec=spec if d.synthetic is not None else None,
-                n_hard=min(n_hard, bank_size - 1),
+                n_hard=min(n_hard, pool),
                 exclude=None if d.exclude is None else d.exclude[rows],
                 prefix=f"hardness/{name}_queries/",
             )

@@ -43,5 +43,5 @@ __all__ = [
 ]
 
 # The built-in methods: importing a method's module registers it.
-from . import moby, mocov2, mocov3  # noqa: F401
+from . import moby, mocov2, mocov3, simclr  # noqa: F401
 from .registry import METHODS, get_method, method_names, register

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
@@ -102,3 +104,31 @@ def write_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: i
 @pytest.fixture
 def image_folder(tmp_path: Path) -> tuple[Path, Path]:
     return write_image_folder(tmp_path / "train"), write_image_folder(tmp_path / "val", per_class=4)
+
+
+def write_cifar10(root: Path, per_batch: int = 8, test: int = 16) -> Path:
+    """CIFAR-10 in its python format (``root/cifar-10-batches-py``: five training batches, a
+    test batch, ``batches.meta``), with ``per_batch`` images per batch: a bright square on a
+    dark ground whose corner depends on the class, so the classes can be told apart."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def batch(n: int, first_label: int) -> dict[str, object]:
+        labels = [(first_label + i) % 10 for i in range(n)]
+        images = rng.integers(0, 60, (n, 3, 32, 32), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            y, x = 4 + 2 * (label // 5), 2 + 5 * (label % 5)
+            images[i, :, y : y + 12, x : x + 8] = 200 + 5 * label
+        return {"batch_label": "fake", "labels": labels, "data": images.reshape(n, -1)}
+
+    for k in range(1, 6):
+        with (folder / f"data_batch_{k}").open("wb") as fh:
+            pickle.dump(batch(per_batch, k), fh, protocol=2)
+    with (folder / "test_batch").open("wb") as fh:
+        pickle.dump(batch(test, 0), fh, protocol=2)
+    names = ["airplane", "automobile", "bird", "cat", "deer"]
+    names += ["dog", "frog", "horse", "ship", "truck"]
+    with (folder / "batches.meta").open("wb") as fh:
+        pickle.dump({"label_names": names, "num_vis": 3072}, fh, protocol=2)
+    return root

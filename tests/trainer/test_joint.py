@@ -150,6 +150,30 @@ def test_extend_views_appends_detached_generated_rows(mode: str, extra: int) -> 
     assert j.count(8) == 4 and j.count(1) == 2
 
 
+@pytest.mark.parametrize(
+    ("mode", "samples", "pairs"), [("hard-samples", 4, 0), ("hard-pairs", 0, 4), ("both", 4, 4)]
+)
+def test_extend_views_grouped_gives_two_views_of_every_generated_image(
+    mode: str, samples: int, pairs: int
+) -> None:
+    """For a multi-positive loss: a row per generated image with two augmented views of it, and
+    the two images of each pair in one group (four positive views per pair)."""
+    j = joint(mode)
+    view_a, view_b = real_batch(8, seed=1), real_batch(8, seed=2)
+    a, b, groups = j.extend_views_grouped(view_a, view_b, 0)
+    assert a.shape == b.shape == (8 + samples + 2 * pairs, 3, SIDE, SIDE)
+    assert not a.requires_grad and not b.requires_grad
+    assert torch.equal(a[:8], view_a) and torch.equal(b[:8], view_b)
+    first_pair = 8 + samples
+    expected = list(range(first_pair + pairs)) + list(range(first_pair, first_pair + pairs))
+    assert groups.tolist() == expected
+    generated = j.sample(4, 0)
+    images = torch.cat([x for x in generated if x is not None])  # samples, images a, images b
+    views = j.two_views(images, 0)
+    assert torch.equal(a[8:], views[0]) and torch.equal(b[8:], views[1])
+    assert not torch.equal(a[8:], b[8:])  # two different augmentations of each image
+
+
 def test_the_pair_target_follows_the_schedule() -> None:
     j = joint("hard-pairs")
     assert j.target_similarity(0) == pytest.approx(0.9)
