@@ -117,6 +117,9 @@ def _run_parameters() -> list[inspect.Parameter]:
             annotation = base | None
             decl = [flag]
         help_text = f.metadata.get("help", "")
+        choices = f.metadata.get("choices")  # a registry: methods, dataset formats
+        if choices is not None:
+            help_text += f" One of: {', '.join(choices())}."
         if f.default is not None and not isinstance(f.default, bool):
             help_text += f" [default: {f.default}]"
         params.append(
@@ -162,8 +165,9 @@ _run.__signature__ = inspect.Signature(_run_parameters())  # type: ignore[attr-d
 _run.__annotations__ = {p.name: p.annotation for p in _run_parameters()}
 app.command(
     "run",
-    help="Self-supervised pretraining (MoBY or MoCo v3) of a timm ViT/Swin, with synthetic "
-    "negatives. Options may come from --config; the resolved config is saved in --out.",
+    help="Self-supervised pretraining (MoBY, MoCo v3, SimCLR, MoCo v2 or any registered method) "
+    "of a timm ViT/Swin/ResNet, with synthetic negatives. Options may come from --config; the "
+    "resolved config is saved in --out.",
 )(_run)
 
 

@@ -23,14 +23,12 @@ import yaml
 from syn2co.negatives import SYNCO_V1, SYNCO_V2, SYNCO_V2_CONFIG, NegativeSpec, mochi
 from syn2co.schedules import ActiveWindow
 
+from .data.registry import dataset_names
 from .errors import ConfigError
 from .methods import EmaSchedule, Method, MethodPreset, OptimizerKind, get_method, method_names
 from .resnets import check_resnet_options, is_resnet
 
 Negatives = Literal["none", "synco-v1", "synco-v2", "synco-v2-config", "mochi"]
-Dataset = Literal[
-    "builtin", "imagefolder", "cifar10", "cifar100", "stl10", "mnist", "fashion-mnist"
-]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 RatioKind = Literal["constant", "linear", "cosine"]
 LoaderKind = Literal["auto", "cpu", "gpu"]
@@ -58,7 +56,12 @@ class TrainConfig:
     )
     negatives: Negatives = _opt("Synthetic hard negatives preset (syn2co.negatives).", "none")
     # --- data ---------------------------------------------------------------------------------
-    dataset: Dataset = _opt("Dataset format of --data (builtin needs no files).", "builtin")
+    dataset: str = _opt(
+        "Dataset format of --data (a registered format, see reference_trainer.data.registry; "
+        "builtin needs no files).",
+        "builtin",
+        choices=dataset_names,
+    )
     data: str | None = _opt("Training data: the train directory (imagefolder) or the root.")
     val_data: str | None = _opt("Validation data for evaluation (imagefolder directory).")
     img_size: int = _opt("Image side in pixels; presets exist for 32, 64, 96 and 224.", 32)

@@ -1,5 +1,8 @@
 """The trainer's data package: datasets, the built-in procedural set and two-view transforms.
 
+Dataset formats (``--dataset``) are records of :mod:`reference_trainer.data.registry`;
+:mod:`reference_trainer.data.datasets` registers the built-in ones.
+
 Every dataset returns :class:`LoadedImage` items ``(RGB PIL image, label, skipped)``;
 :class:`TwoViewDataset` / :func:`collate_two_views` turn them into pretraining batches and
 :class:`EvalDataset` / :func:`collate_eval` into evaluation batches.
@@ -9,18 +12,25 @@ from reference_trainer.data.base import (
     CorruptImageError,
     DatasetError,
     DatasetNotFoundError,
+    FileImageDataset,
     ImageDataset,
     LoadedImage,
 )
 from reference_trainer.data.builtin import SHAPE_CLASSES, ProceduralShapes
 from reference_trainer.data.datasets import (
-    DATASET_KINDS,
     IMAGE_EXTENSIONS,
     ArrayImageDataset,
-    DatasetKind,
     ImageFolderDataset,
     build_dataset,
     read_rgb_image,
+)
+from reference_trainer.data.registry import (
+    DatasetFormat,
+    DatasetRequest,
+    dataset_names,
+    get_dataset,
+    register_dataset,
+    unregister_dataset,
 )
 from reference_trainer.data.transforms import (
     IMAGENET_MEAN,
@@ -42,7 +52,6 @@ from reference_trainer.data.transforms import (
 )
 
 __all__ = [
-    "DATASET_KINDS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
@@ -51,11 +60,13 @@ __all__ = [
     "AugmentationConfig",
     "CorruptImageError",
     "DatasetError",
-    "DatasetKind",
+    "DatasetFormat",
     "DatasetNotFoundError",
+    "DatasetRequest",
     "EvalBatch",
     "EvalDataset",
     "EvalSample",
+    "FileImageDataset",
     "ImageDataset",
     "ImageFolderDataset",
     "LoadedImage",
@@ -67,9 +78,13 @@ __all__ = [
     "build_dataset",
     "collate_eval",
     "collate_two_views",
+    "dataset_names",
     "eval_transform",
+    "get_dataset",
     "loader_generator",
     "read_rgb_image",
+    "register_dataset",
     "seed_worker",
+    "unregister_dataset",
     "view_transform",
 ]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -24,9 +25,12 @@ __all__ = [
     "CorruptImageError",
     "DatasetError",
     "DatasetNotFoundError",
+    "FileImageDataset",
     "ImageDataset",
     "LoadedImage",
 ]
+
+T = TypeVar("T")
 
 
 class LoadedImage(NamedTuple):
@@ -119,6 +123,70 @@ class ImageDataset(Dataset[LoadedImage], ABC):
     @abstractmethod
     def __getitem__(self, index: int) -> LoadedImage:
         """Item ``index`` as a :class:`LoadedImage`."""
+
+
+class FileImageDataset(ImageDataset):
+    """An :class:`ImageDataset` whose items are image files (the GPU input path reads their
+    bytes and decodes them on the device).
+
+    Subclasses set ``root`` and ``strict`` and implement :meth:`path` (with the other
+    :class:`ImageDataset` members); :meth:`first_readable` is the one place that substitutes
+    unreadable files, for the CPU path's decoding and the GPU path's reading alike.
+    """
+
+    root: Path
+    strict: bool
+    _unreadable: dict[int, str]  # index -> why, per process (made on first use)
+
+    @abstractmethod
+    def path(self, index: int) -> str:
+        """The file of item ``index``."""
+
+    def first_readable(
+        self, index: int, read: Callable[[str, int], T]
+    ) -> tuple[T, tuple[str, ...]]:
+        """``read(path, j)`` of item ``index``, or of the next readable item.
+
+        In non-strict mode an item whose ``read`` raises is replaced by the next one
+        (``index + 1, index + 2, ...``, wrapping around) and its path is returned among the
+        skipped ones; in strict mode the first failure raises. Failures are remembered per
+        process (a bad file is not read again) but reported every time it is substituted.
+
+        Args:
+            index: The item asked for.
+            read: Reads item ``j`` from its ``path`` (any exception means unreadable).
+
+        Returns:
+            ``(read's result, paths of the unreadable files substituted)``.
+
+        Raises:
+            CorruptImageError: In strict mode when the file is unreadable; in non-strict mode
+                only when no file of the dataset is readable.
+        """
+        n = len(self)
+        i = check_index(index, n)
+        bad: dict[int, str] = vars(self).setdefault("_unreadable", {})
+        skipped: list[str] = []
+        for step in range(n):
+            j = (i + step) % n
+            path = self.path(j)
+            reason = bad.get(j)
+            if reason is None:
+                try:
+                    return read(path, j), tuple(skipped)
+                except Exception as exc:  # PIL and the decoders raise many types
+                    reason = (
+                        exc.reason
+                        if isinstance(exc, CorruptImageError)
+                        else f"{type(exc).__name__}: {exc}"
+                    )
+                    bad[j] = reason
+                    if self.strict:
+                        raise CorruptImageError(path, reason) from exc
+            if self.strict:
+                raise CorruptImageError(path, reason)
+            skipped.append(path)
+        raise CorruptImageError(self.root, f"none of the {n} image files could be read")
 
 
 def check_index(index: int, length: int) -> int:

@@ -13,12 +13,13 @@ expected where. ``download=True`` asks torchvision to fetch the files first.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import pickle
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -27,37 +28,28 @@ from PIL import Image
 from reference_trainer.data.base import (
     CorruptImageError,
     DatasetNotFoundError,
+    FileImageDataset,
     ImageDataset,
     LoadedImage,
     as_class_names,
     check_index,
 )
 from reference_trainer.data.builtin import ProceduralShapes
+from reference_trainer.data.registry import (
+    DatasetFormat,
+    DatasetRequest,
+    build,
+    register_dataset,
+)
 
 __all__ = [
-    "DATASET_KINDS",
     "IMAGE_EXTENSIONS",
     "ArrayImageDataset",
-    "DatasetKind",
     "ImageArray",
     "ImageFolderDataset",
     "build_dataset",
     "read_rgb_image",
 ]
-
-DatasetKind = Literal[
-    "imagefolder", "cifar10", "cifar100", "stl10", "mnist", "fashion-mnist", "builtin"
-]
-#: The accepted ``kind`` values of :func:`build_dataset`.
-DATASET_KINDS: tuple[str, ...] = (
-    "imagefolder",
-    "cifar10",
-    "cifar100",
-    "stl10",
-    "mnist",
-    "fashion-mnist",
-    "builtin",
-)
 
 #: File name endings (lower case) that :class:`ImageFolderDataset` treats as images.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -144,7 +136,7 @@ def read_rgb_image(path: str) -> Image.Image:
     return rgb
 
 
-class ImageFolderDataset(ImageDataset):
+class ImageFolderDataset(FileImageDataset):
     """Images in ``root/<class>/<file>`` (``root`` is one split, e.g. ``train/``).
 
     Class folders are the sorted non-hidden subdirectories of ``root``; files are searched
@@ -229,7 +221,7 @@ class ImageFolderDataset(ImageDataset):
             )
         self._paths = _PathTable(paths)
         self._labels = np.asarray(labels, dtype=np.int64)
-        self._bad: dict[int, str] = {}  # index -> reason, per process
+        self._unreadable = {}  # index -> reason, per process
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -243,16 +235,6 @@ class ImageFolderDataset(ImageDataset):
         """File path of item ``index``."""
         return self._paths[check_index(index, len(self))]
 
-    def _load(self, index: int) -> Image.Image:
-        known = self._bad.get(index)
-        if known is not None:
-            raise CorruptImageError(self._paths[index], known)
-        try:
-            return read_rgb_image(self._paths[index])
-        except CorruptImageError as exc:
-            self._bad[index] = exc.reason
-            raise
-
     def __getitem__(self, index: int) -> LoadedImage:
         """Item ``index`` (or its substitute): ``LoadedImage(RGB image, label, skipped)``.
 
@@ -260,20 +242,10 @@ class ImageFolderDataset(ImageDataset):
             CorruptImageError: In strict mode when the file is unreadable; in non-strict mode
                 only when no file of the dataset is readable.
         """
-        i = check_index(index, len(self))
-        n = len(self)
-        skipped: list[str] = []
-        for step in range(n):
-            j = (i + step) % n
-            try:
-                image = self._load(j)
-            except CorruptImageError as exc:
-                if self.strict:
-                    raise
-                skipped.append(exc.path)
-                continue
-            return LoadedImage(image, int(self._labels[j]), tuple(skipped))
-        raise CorruptImageError(self.root, f"none of the {n} image files could be read")
+        item, skipped = self.first_readable(
+            index, lambda path, j: LoadedImage(read_rgb_image(path), int(self._labels[j]))
+        )
+        return item._replace(skipped=skipped)
 
     def __repr__(self) -> str:
         return (
@@ -624,10 +596,11 @@ def build_dataset(
     seed: int = 0,
     num_classes: int = 10,
 ) -> ImageDataset:
-    """Build a dataset of :class:`LoadedImage` items.
+    """Build a dataset of :class:`LoadedImage` items, of any registered format
+    (:mod:`reference_trainer.data.registry`).
 
     Args:
-        kind: One of :data:`DATASET_KINDS`: ``imagefolder``, ``cifar10``, ``cifar100``,
+        kind: A registered format; built in: ``imagefolder``, ``cifar10``, ``cifar100``,
             ``stl10``, ``mnist``, ``fashion-mnist``, ``builtin``.
         root: ``imagefolder``: the split directory itself (``root/<class>/<file>``). Torchvision
             formats: the directory holding the extracted archive (torchvision's ``root``).
@@ -654,21 +627,83 @@ def build_dataset(
         DatasetNotFoundError: Missing directory or files, or an empty image folder (one line
             naming the path and the expected layout).
     """
-    if kind not in DATASET_KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {list(DATASET_KINDS)}")
-    if kind == "builtin":
-        n = num_samples if num_samples is not None else _BUILTIN_DEFAULT_SIZES.get(split, 2_000)
-        return ProceduralShapes(n, img_size, seed=seed, num_classes=num_classes, split=split)
-    if root is None:
-        raise ValueError(f"dataset kind {kind!r} needs a root directory")
-    path = Path(root).expanduser()
-    if kind == "imagefolder":
-        return ImageFolderDataset(path, strict=strict, classes=classes, split=split)
-    split = _canonical_split(kind, split)
-    if download:
-        _torchvision_download(kind, path, split)
+    return build(
+        kind,
+        root,
+        split,
+        img_size=img_size,
+        strict=strict,
+        download=download,
+        classes=classes,
+        size=num_samples,
+        seed=seed,
+        num_classes=num_classes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The built-in formats
+# --------------------------------------------------------------------------------------------
+
+
+def _root(request: DatasetRequest) -> Path:
+    assert request.root is not None  # the registry refuses a missing root before building
+    return request.root
+
+
+def _builtin(request: DatasetRequest) -> ImageDataset:
+    split = request.split
+    n = request.size if request.size is not None else _BUILTIN_DEFAULT_SIZES.get(split, 2_000)
+    return ProceduralShapes(
+        n, request.img_size, seed=request.seed, num_classes=request.num_classes, split=split
+    )
+
+
+def _imagefolder(request: DatasetRequest) -> ImageDataset:
+    return ImageFolderDataset(
+        _root(request), strict=request.strict, classes=request.classes, split=request.split
+    )
+
+
+def _torchvision_format(request: DatasetRequest, kind: str) -> ImageDataset:
+    """A torchvision format: its split names, an optional download, its reader."""
+    root, split = _root(request), _canonical_split(kind, request.split)
+    if request.download:
+        _torchvision_download(kind, root, split)
     if kind in ("cifar10", "cifar100"):
-        return _load_cifar(kind, path, split)
+        return _load_cifar(kind, root, split)
     if kind in ("mnist", "fashion-mnist"):
-        return _load_mnist(kind, path, split)
-    return _load_stl10(path, split)
+        return _load_mnist(kind, root, split)
+    return _load_stl10(root, split)
+
+
+register_dataset(
+    DatasetFormat(
+        "builtin",
+        "procedural shapes made on the fly, no files (--builtin-size images, 10 classes)",
+        _builtin,
+        needs_root=False,
+    )
+)
+register_dataset(
+    DatasetFormat(
+        "imagefolder",
+        "image files in DIR/<class>/ (--data: the train directory, --val-data: the val one)",
+        _imagefolder,
+        separate_val=True,
+    )
+)
+for _kind, _files in (
+    ("cifar10", "CIFAR-10's python batches"),
+    ("cifar100", "CIFAR-100's python batches"),
+    ("stl10", "STL-10's binary files"),
+    ("mnist", "MNIST's IDX files"),
+    ("fashion-mnist", "Fashion-MNIST's IDX files"),
+):
+    register_dataset(
+        DatasetFormat(
+            _kind,
+            f"{_files} under --data, as torchvision lays them out",
+            functools.partial(_torchvision_format, kind=_kind),
+        )
+    )

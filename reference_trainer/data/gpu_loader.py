@@ -8,8 +8,9 @@ workers only read files:
    source tag and seed. Files that are not JPEGs the device decoder can take (PNG, CMYK or
    12-bit JPEGs, arithmetic coding, truncated files, ...) are decoded in the worker with PIL
    and travel as pixels, named in ``fallback``; unreadable files are replaced by the next
-   readable item, named in ``skipped``, as :class:`ImageFolderDataset` does. Datasets that are
-   not image folders (the built-in set, CIFAR arrays) travel as pixels too.
+   readable item, named in ``skipped``, by the dataset's own
+   :meth:`~reference_trainer.data.base.FileImageDataset.first_readable`. Datasets whose items
+   are not files (the built-in set, CIFAR arrays) travel as pixels too.
 2. :func:`collate_raw` packs a batch into one uint8 buffer (one shared-memory transfer per
    batch instead of one per image) as a :class:`RawBatch`.
 3. :class:`GpuTwoViewPipeline` decodes the JPEGs of a batch with one
@@ -55,8 +56,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from syn2co.samplers import MixedDataset
 
 from ..seeds import hashed_seed_of_ints
-from .base import CorruptImageError
-from .datasets import ImageFolderDataset
+from .base import CorruptImageError, FileImageDataset
 from .gpu_augment import GpuTwoViewAugment, JitterOrder, ViewParams
 from .transforms import AugmentationConfig, TwoViewBatch, _unpack
 
@@ -202,24 +202,24 @@ class RawImageDataset(Dataset[RawSample]):
     """Raw items of a training dataset, keyed by ``(index, seed)`` or by index.
 
     Args:
-        base: An :class:`ImageFolderDataset`, a ``syn2co.samplers.MixedDataset`` (of image
-            folders or anything else), or any dataset whose items ``TwoViewDataset`` accepts
-            (:class:`LoadedImage`, ``(image, label)``; these travel as pixels).
+        base: A :class:`~reference_trainer.data.base.FileImageDataset` (image files, e.g. an
+            image folder), a ``syn2co.samplers.MixedDataset`` (of such datasets or anything
+            else), or any dataset whose items ``TwoViewDataset`` accepts (:class:`LoadedImage`,
+            ``(image, label)``; these travel as pixels).
         decode_in_worker: Decode JPEGs in the worker too (libjpeg-turbo via
             ``torchvision.io.decode_jpeg``): for a CPU device, where decoding in the main
             process would be serial.
 
     Items are :class:`RawSample`. Unreadable files are replaced by the next readable item of
-    the same image folder (wrapping around) and named in ``skipped``, or raise
-    :class:`CorruptImageError` when the folder is ``strict``, as in
-    :class:`ImageFolderDataset`.
+    the same dataset (wrapping around) and named in ``skipped``, or raise
+    :class:`~reference_trainer.data.base.CorruptImageError` when it is ``strict``: the
+    dataset's own rule (:meth:`~reference_trainer.data.base.FileImageDataset.first_readable`).
     """
 
     def __init__(self, base: Dataset[Any], *, decode_in_worker: bool = False) -> None:
         self.base = base
         self.decode_in_worker = decode_in_worker
         self._len = len(base)  # type: ignore[arg-type]
-        self._bad: set[tuple[int, int]] = set()  # (id(folder), index) unreadable, per process
 
     def __len__(self) -> int:
         return self._len
@@ -230,15 +230,15 @@ class RawImageDataset(Dataset[RawSample]):
         else:
             index = seed = int(key)
         base = self.base
-        if isinstance(base, ImageFolderDataset):
-            return self._from_folder(base, index, seed, 0)
+        if isinstance(base, FileImageDataset):
+            return self._from_files(base, index, seed, 0)
         if isinstance(base, MixedDataset):
             real = index < base.real_size
             part = base.real if real else base.synthetic
             source = 0 if real else 1
-            if isinstance(part, ImageFolderDataset):
+            if isinstance(part, FileImageDataset):
                 local = index if real else index - base.real_size
-                return self._from_folder(part, local, seed, source)
+                return self._from_files(part, local, seed, source)
         image, label, skipped, source = _unpack(base[index])
         if isinstance(image, Image.Image):
             pixels = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
@@ -251,31 +251,11 @@ class RawImageDataset(Dataset[RawSample]):
             )
         return RawSample(pixels, False, label, seed, source, "", skipped)
 
-    def _from_folder(
-        self, folder: ImageFolderDataset, index: int, seed: int, source: int
-    ) -> RawSample:
-        n = len(folder)
-        if not 0 <= index < n:
-            raise IndexError(f"index {index} out of range for a dataset of {n} items")
-        skipped: list[str] = []
-        for step in range(n):
-            j = (index + step) % n
-            path = folder.path(j)
-            if (id(folder), j) in self._bad:
-                if folder.strict:
-                    raise CorruptImageError(path, "unreadable (seen before)")
-                skipped.append(path)
-                continue
-            try:
-                sample = self._read(path, int(folder.targets[j]), seed, source)
-            except Exception as exc:  # OSError, PIL's many errors, decoder RuntimeErrors
-                self._bad.add((id(folder), j))
-                if folder.strict:
-                    raise CorruptImageError(path, f"{type(exc).__name__}: {exc}") from exc
-                skipped.append(path)
-                continue
-            return sample._replace(skipped=tuple(skipped))
-        raise CorruptImageError(folder.root, f"none of the {n} image files could be read")
+    def _from_files(self, files: FileImageDataset, index: int, seed: int, source: int) -> RawSample:
+        sample, skipped = files.first_readable(
+            index, lambda path, j: self._read(path, int(files.targets[j]), seed, source)
+        )
+        return sample._replace(skipped=skipped)
 
     def _read(self, path: str, label: int, seed: int, source: int) -> RawSample:
         data = np.fromfile(path, dtype=np.uint8)

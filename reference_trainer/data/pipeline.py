@@ -25,6 +25,7 @@ from ..seeds import hashed_seed
 from .base import ImageDataset
 from .datasets import build_dataset
 from .gpu_loader import GpuTwoViewPipeline, raw_loader, resolve_loader
+from .registry import get_dataset
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -87,24 +88,38 @@ class StepSeededBatches(Sampler[list[tuple[int, int]]]):
 
 
 def dataset_for(cfg: TrainConfig, split: str) -> ImageDataset:
-    """The dataset of a config's ``--dataset``/``--data``/``--val-data`` for one split."""
-    if cfg.dataset == "builtin":
-        size = cfg.builtin_size if split == "train" else builtin_val_size(cfg.builtin_size)
-        return build_dataset(
-            "builtin", None, split, img_size=cfg.img_size, num_samples=size, seed=cfg.seed
+    """The dataset of a config's ``--dataset``/``--data``/``--val-data`` for one split.
+
+    The format (:mod:`reference_trainer.data.registry`) says where the split lives: under
+    ``--data``, or for the validation split of a format with its own validation directory,
+    under ``--val-data`` with the training split's classes. Formats that make their images
+    get ``--builtin-size`` images for training and :func:`builtin_val_size` for validation.
+    """
+    try:
+        fmt = get_dataset(cfg.dataset)
+    except KeyError as e:
+        raise ConfigError(f"--dataset: {e.args[0]}") from None
+    own_val = split != "train" and fmt.separate_val
+    root = cfg.val_data if own_val else cfg.data
+    if fmt.needs_root and root is None:
+        option = "--val-data" if own_val else "--data"
+        raise ConfigError(
+            f"{option}: --dataset {cfg.dataset} needs the directory of its {split} data"
         )
-    if cfg.dataset == "imagefolder":
-        root = cfg.data if split == "train" else cfg.val_data
-        if root is None:
-            option = "--data" if split == "train" else "--val-data"
-            raise ConfigError(f"{option}: an imagefolder {split} directory is required")
-        classes = None
-        if split != "train" and cfg.data is not None:
-            classes = build_dataset("imagefolder", cfg.data, "train").classes
-        return build_dataset("imagefolder", root, split, strict=cfg.strict_data, classes=classes)
-    if cfg.data is None:
-        raise ConfigError(f"--data: the {cfg.dataset} root directory is required")
-    return build_dataset(cfg.dataset, cfg.data, split)
+    classes = None
+    if own_val and cfg.data is not None:
+        classes = dataset_for(cfg, "train").classes
+    size = cfg.builtin_size if split == "train" else builtin_val_size(cfg.builtin_size)
+    return build_dataset(
+        cfg.dataset,
+        root,
+        split,
+        img_size=cfg.img_size,
+        strict=cfg.strict_data,
+        classes=classes,
+        num_samples=size,
+        seed=cfg.seed,
+    )
 
 
 @dataclass
@@ -216,7 +231,7 @@ def build_train_data(
         raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
     check_mixing(cfg)  # before any file is read
     synthetic_only = cfg.synthetic_fraction == 1.0 and cfg.synthetic_schedule == "constant"
-    if synthetic_only and cfg.dataset == "imagefolder" and cfg.data is None:
+    if synthetic_only and cfg.data is None and get_dataset(cfg.dataset).needs_root:
         real: Dataset[Any] = _Empty()  # synthetic only; --data is needed later for eval only
     else:
         real = dataset_for(cfg, "train")
