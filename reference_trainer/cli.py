@@ -161,8 +161,15 @@ def _run(config: Path | None = None, **options: Any) -> None:
     out_console.print(table)
 
 
-_run.__signature__ = inspect.Signature(_run_parameters())  # type: ignore[attr-defined]
-_run.__annotations__ = {p.name: p.annotation for p in _run_parameters()}
+def _set_run_options() -> None:
+    """(Re)generate ``run``'s options, e.g. after plug-ins registered methods or formats (their
+    names appear in ``--help``; typer reads the signature when a command line is parsed)."""
+    params = _run_parameters()
+    _run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    _run.__annotations__ = {p.name: p.annotation for p in params}
+
+
+_set_run_options()
 app.command(
     "run",
     help="Self-supervised pretraining (MoBY, MoCo v3, SimCLR, MoCo v2 or any registered method) "
@@ -504,7 +511,16 @@ def demo_cmd(
 
 
 def main() -> None:
-    """Entry point of the ``syn2co-train`` script."""
+    """Entry point of the ``syn2co-train`` script: load the installed plug-ins
+    (:mod:`reference_trainer.plugins`), then run the command."""
+    from .plugins import load_plugins
+
+    try:
+        if load_plugins():
+            _set_run_options()
+    except ConfigError as e:
+        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        raise SystemExit(1) from None
     app()
 
 

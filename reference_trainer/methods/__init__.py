@@ -3,7 +3,8 @@
 Every method is a :class:`~reference_trainer.methods.base.Method` subclass registered here
 under its ``name``; ``--method NAME`` picks it and the engine runs it without knowing which it
 is. Adding a method is one new file with a ``@register``-decorated class, imported below (or,
-for a method that lives outside the package, imported before the run starts).
+for a method that lives outside the package, imported before the run starts: see
+:mod:`reference_trainer.plugins`).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ __all__ = [
     "head_widths",
     "method_names",
     "register",
+    "unregister",
 ]
 
 # The built-in methods: importing a method's module registers it.
 from . import moby, mocov2, mocov3, simclr  # noqa: F401
-from .registry import METHODS, get_method, method_names, register
+from .registry import METHODS, get_method, method_names, register, unregister

@@ -8,7 +8,7 @@ from .base import Method
 
 M = TypeVar("M", bound=type[Method])
 
-__all__ = ["METHODS", "get_method", "method_names", "register"]
+__all__ = ["METHODS", "get_method", "method_names", "register", "unregister"]
 
 #: Every registered method by name, in registration order.
 METHODS: dict[str, type[Method]] = {}
@@ -28,6 +28,15 @@ def register(cls: M) -> M:
         )
     METHODS[cls.name] = cls
     return cls
+
+
+def unregister(name: str) -> type[Method]:
+    """Remove a method (e.g. one a test added); returns its class.
+
+    Raises:
+        KeyError: No method has that name.
+    """
+    return METHODS.pop(get_method(name).name)
 
 
 def method_names() -> tuple[str, ...]:
