@@ -108,7 +108,8 @@ class TrainConfig:
         "Gradient-norm clip; 0 disables (default: the method's, 5 MoBY, off otherwise)."
     )
     momentum: float | None = _opt(
-        "EMA momentum of the target network at step 0, cosine to 1 (default: the method's)."
+        "EMA momentum of the target network at step 0 (default: the method's); it rises to 1 "
+        "on a cosine, or stays constant for methods that say so (MoCo v2)."
     )
     # --- method -------------------------------------------------------------------------------
     temperature: float | None = _opt("Contrastive temperature tau (default: the method's).")
@@ -147,9 +148,9 @@ class TrainConfig:
     generator_lr: float = _opt("AdamW learning rate of the generators.", 2e-4)
     generator_grid_every: int = _opt("Write a PNG grid of generated samples every N steps.", 500)
     generator_keys_enqueued: bool = _opt(
-        "Enqueue the target keys of generated images into MoBY's queues like real ones; off keeps "
-        "the queues to real (and synthetic-set) images, so generated images are negatives only "
-        "within their own step.",
+        "Enqueue the target keys of generated images into the queues (MoBY, MoCo v2) like real "
+        "ones; off keeps the queues to real (and synthetic-set) images, so generated images are "
+        "negatives only within their own step.",
         True,
     )
     negatives_end: int | None = _opt("Step at which synthetic negatives stop (default: never).")
@@ -443,9 +444,10 @@ def check_options(cfg: TrainConfig, *, world_size: int = 1) -> type[Method]:
     if cfg.generator_lr <= 0:
         raise ConfigError(f"--generator-lr must be > 0, got {cfg.generator_lr}")
     if not cfg.generator_keys_enqueued and (cfg.generator == "none" or method.bank != "queue"):
+        with_queue = " or ".join(n for n in method_names() if get_method(n).bank == "queue")
         raise ConfigError(
-            "--no-generator-keys-enqueued applies to --method moby with --generator (only a "
-            f"method with queues keeps keys), got --method {cfg.method} --generator "
+            f"--no-generator-keys-enqueued applies to --method {with_queue} with --generator "
+            f"(only a method with a queue keeps keys), got --method {cfg.method} --generator "
             f"{cfg.generator}"
         )
     if cfg.temperature is not None and cfg.temperature <= 0:
