@@ -35,6 +35,7 @@ from reference_trainer.data.base import (
     check_index,
 )
 from reference_trainer.data.builtin import ProceduralShapes
+from reference_trainer.data.rgb import open_rgb, to_rgb
 
 __all__ = [
     "DATASET_KINDS",
@@ -128,19 +129,15 @@ def _scan_class_folder(folder: Path, extensions: tuple[str, ...]) -> list[str]:
 
 
 def read_rgb_image(path: str) -> Image.Image:
-    """Open, fully decode and convert an image file to RGB.
+    """Open, fully decode and convert an image file to 8-bit RGB (16-bit, palette, CMYK, ...:
+    see :mod:`reference_trainer.data.rgb`).
 
     Raises:
         CorruptImageError: When the file cannot be opened or decoded (missing, truncated,
             not an image, ...).
     """
     try:
-        with Image.open(path) as opened:
-            im: Image.Image = opened
-            if im.mode == "P" and "transparency" in im.info:
-                im = im.convert("RGBA")
-            rgb = im.convert("RGB")
-            rgb.load()
+        rgb = open_rgb(path)
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise CorruptImageError(path, f"{type(exc).__name__}: {exc}") from exc
     return rgb
@@ -355,7 +352,7 @@ class ArrayImageDataset(ImageDataset):
         i = check_index(index, len(self))
         pixels = np.ascontiguousarray(self.images[i])
         if pixels.ndim == 2:
-            image = Image.fromarray(pixels, "L").convert("RGB")
+            image = to_rgb(Image.fromarray(pixels, "L"))
         else:
             image = Image.fromarray(pixels, "RGB")
         return LoadedImage(image, int(self._labels[i]), ())

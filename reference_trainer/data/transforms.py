@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from reference_trainer.data.base import LoadedImage
+from reference_trainer.data.rgb import to_rgb
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -387,10 +388,11 @@ def _unpack(item: Any) -> tuple[Image.Image | Tensor, int, tuple[str, ...], int]
     ):
         item, source = item[0], int(item[1])
     if isinstance(item, LoadedImage):
-        return item.image, int(item.label), tuple(item.skipped), source
+        return to_rgb(item.image), int(item.label), tuple(item.skipped), source
     if isinstance(item, (tuple, list)) and len(item) in (2, 3):
         skipped = tuple(item[2]) if len(item) == 3 else ()
-        return item[0], int(item[1]), skipped, source
+        image = to_rgb(item[0]) if isinstance(item[0], Image.Image) else item[0]
+        return image, int(item[1]), skipped, source
     raise TypeError(
         "expected a LoadedImage, (LoadedImage, source) or (image, label) item, "
         f"got {type(item).__name__}"
