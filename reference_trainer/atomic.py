@@ -75,3 +75,36 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, sync_dir: b
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why ``path`` could not be written now, or None when it can.
+
+    Tries the real thing without leaving a trace: an anonymous temporary file in the directory
+    that would hold ``path`` (or in its nearest existing ancestor, where the missing folders
+    would be made). So a read-only mount, missing permissions (also for root, through the
+    filesystem's own answer) and a file where a folder should be are all caught before any
+    work is done.
+
+    Args:
+        path: The file about to be written.
+
+    Returns:
+        A short reason (``"Permission denied"``, ``"Read-only file system"``,
+        ``"<p> is not a directory"``, ``"<path> is a directory"``), or None.
+    """
+    if path.is_dir():
+        return f"{path} is a directory"
+    folder = path.parent
+    while not folder.exists():
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
