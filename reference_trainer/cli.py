@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import inspect
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_type_hints
@@ -20,6 +19,8 @@ from typing import Annotated, Any, Literal, TypeVar, get_args, get_type_hints
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from syn2co._checks import check_int, check_number
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, Negatives, TrainConfig, load_config_file
@@ -188,14 +189,17 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _check_options(**values: tuple[Any, int | float | None, bool]) -> None:
-    """Each ``name=(value, low, low_open)`` must be a number >= low (> low when open)."""
-    for name, (value, low, low_open) in values.items():
-        if value is None:
-            continue
-        if low is not None and (value <= low if low_open else value < low):
-            relation = ">" if low_open else ">="
-            raise ConfigError(f"{_option(name)}: expected a number {relation} {low}, got {value}")
+def _check_option(option: str, value: float | None, *, minimum: int | None = None) -> None:
+    """An int option >= ``minimum``, or (without ``minimum``) a finite number > 0; None passes."""
+    if value is None:
+        return
+    try:
+        if minimum is not None:
+            check_int(option, value, minimum=minimum)
+        else:
+            check_number(option, value, low=0.0, low_open=True)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
 
 
 def _run_dir(run: Path) -> Path:
@@ -345,15 +349,11 @@ def eval_knn(
     """Weighted kNN (cosine, temperature-weighted votes) on the run's train/val split."""
     ks = tuple(dict.fromkeys(k)) if k else (10, 20, 200)
     for kk in ks:
-        _check_options(k=(kk, 1, False))
-    _check_options(
-        temperature=(temperature, 0.0, True),
-        batch_size=(batch_size, 1, False),
-        workers=(workers, 0, False),
-        log_every=(log_every, 1, False),
-    )
-    if not math.isfinite(temperature):
-        raise ConfigError(f"--temperature: expected a finite number > 0, got {temperature}")
+        _check_option("--k", kk, minimum=1)
+    _check_option("--temperature", temperature)
+    _check_option("--batch-size", batch_size, minimum=1)
+    _check_option("--workers", workers, minimum=0)
+    _check_option("--log-every", log_every, minimum=1)
     dev = _device(device)
     _check_run_exists(run)
     path = _writable(out or _run_dir(run) / "eval_knn.json", out, "the kNN results")
@@ -421,10 +421,15 @@ def _probe_settings(mode: str, batch_size: int | None, **given: Any) -> Any:
         raise ConfigError(f"{_option(name)}: {problem}") from None
 
 
-def _probe_default(name: str) -> str:
+def _probe_option(name: str, text: str, *flags: str) -> Any:
+    """A probe option whose help ends with the default of :class:`LinearProbeSettings`.
+
+    The option itself defaults to None ("not given"), so that a recipe could supply the value.
+    """
     from .evaluate import LinearProbeSettings
 
-    return f" (default: {getattr(LinearProbeSettings(), name)})"
+    default = getattr(LinearProbeSettings(), name)
+    return typer.Option(*flags, help=f"{text} (default: {default})", show_default=False)
 
 
 @eval_app.command("linear")
@@ -432,64 +437,39 @@ def _probe_default(name: str) -> str:
 def eval_linear(
     run: RunDir,
     epochs: Annotated[
-        int | None,
-        typer.Option(
-            help="Probe epochs (MoBY recipe: 100, MoCo v3: 90)." + _probe_default("epochs"),
-            show_default=False,
-        ),
+        int | None, _probe_option("epochs", "Probe epochs (MoBY recipe: 100, MoCo v3: 90).")
     ] = None,
     base_lr: Annotated[
         float | None,
-        typer.Option(
-            "--base-lr",
-            "--lr",
-            help="SGD learning rate at the reference batch size." + _probe_default("base_lr"),
-            show_default=False,
-        ),
+        _probe_option("base_lr", "SGD learning rate at the reference batch.", "--lr", "--base-lr"),
     ] = None,
     lr_reference_batch: Annotated[
         int | None,
-        typer.Option(
-            help="Batch size the base lr refers to (lr = base lr x batch / this)."
-            + _probe_default("lr_reference_batch"),
-            show_default=False,
+        _probe_option(
+            "lr_reference_batch", "Batch size the lr refers to (lr x batch / this is used)."
         ),
     ] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="Probe batch size (default: 256).", show_default=False)
     ] = None,
-    momentum: Annotated[
-        float | None,
-        typer.Option(help="SGD momentum." + _probe_default("momentum"), show_default=False),
-    ] = None,
+    momentum: Annotated[float | None, _probe_option("momentum", "SGD momentum.")] = None,
     nesterov: Annotated[
-        bool | None,
-        typer.Option(
-            "--nesterov/--no-nesterov",
-            help="Nesterov momentum." + _probe_default("nesterov"),
-            show_default=False,
-        ),
+        bool | None, _probe_option("nesterov", "Nesterov momentum.", "--nesterov/--no-nesterov")
     ] = None,
     weight_decay: Annotated[
-        float | None,
-        typer.Option(help="SGD weight decay." + _probe_default("weight_decay"), show_default=False),
+        float | None, _probe_option("weight_decay", "SGD weight decay.")
     ] = None,
     warmup_epochs: Annotated[
         float | None,
-        typer.Option(
-            help="Linear learning-rate warmup epochs before the cosine decay."
-            + _probe_default("warmup_epochs"),
-            show_default=False,
-        ),
+        _probe_option("warmup_epochs", "Linear lr warmup epochs before the cosine decay."),
     ] = None,
     batchnorm: Annotated[
         bool | None,
-        typer.Option(
+        _probe_option(
+            "batchnorm",
+            "BatchNorm without affine parameters on the features before the linear layer "
+            "(makes the step size independent of the features' scale).",
             "--batchnorm/--no-batchnorm",
-            help="BatchNorm without affine parameters on the features before the linear layer "
-            "(keeps the step size independent of the features' scale)."
-            + _probe_default("batchnorm"),
-            show_default=False,
         ),
     ] = None,
     mode: Annotated[
@@ -524,9 +504,9 @@ def eval_linear(
         warmup_epochs=warmup_epochs,
         batchnorm=batchnorm,
     )
-    _check_options(
-        workers=(workers, 0, False), seed=(seed, 0, False), log_every=(log_every, 1, False)
-    )
+    _check_option("--workers", workers, minimum=0)
+    _check_option("--seed", seed, minimum=0)
+    _check_option("--log-every", log_every, minimum=1)
     dev = _device(device)
     _check_run_exists(run)
     path = _writable(out or _run_dir(run) / "eval_linear.json", out, "the probe's results")

@@ -66,13 +66,19 @@ def cli_env() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 
 BAD_OPTIONS = [
-    (["eval", "knn", "{run}", "--k", "0"], "--k: expected a number >= 1, got 0"),
-    (["eval", "knn", "{run}", "--k", "20", "--k", "-3"], "--k: expected a number >= 1, got -3"),
-    (["eval", "knn", "{run}", "--temperature", "0"], "--temperature: expected a number > 0.0"),
-    (["eval", "knn", "{run}", "--temperature", "nan"], "--temperature: expected a finite"),
-    (["eval", "knn", "{run}", "--batch-size", "0"], "--batch-size: expected a number >= 1"),
-    (["eval", "knn", "{run}", "--workers", "-1"], "--workers: expected a number >= 0"),
-    (["eval", "knn", "{run}", "--log-every", "0"], "--log-every: expected a number >= 1"),
+    (["eval", "knn", "{run}", "--k", "0"], "--k: expected an int >= 1, got 0"),
+    (["eval", "knn", "{run}", "--k", "20", "--k", "-3"], "--k: expected an int >= 1, got -3"),
+    (
+        ["eval", "knn", "{run}", "--temperature", "0"],
+        "--temperature: expected a number in (0.0, inf], got 0.0",
+    ),
+    (
+        ["eval", "knn", "{run}", "--temperature", "nan"],
+        "--temperature: expected a finite number in (0.0, inf]",
+    ),
+    (["eval", "knn", "{run}", "--batch-size", "0"], "--batch-size: expected an int >= 1, got 0"),
+    (["eval", "knn", "{run}", "--workers", "-1"], "--workers: expected an int >= 0, got -1"),
+    (["eval", "knn", "{run}", "--log-every", "0"], "--log-every: expected an int >= 1, got 0"),
     (["eval", "knn", "{run}", "--device", "gpu"], "--device: expected auto, cpu, cuda or cuda:N"),
     (["eval", "linear", "{run}", "--epochs", "0"], "--epochs: expected an int >= 1, got 0"),
     (["eval", "linear", "{run}", "--epochs", "-5"], "--epochs: expected an int >= 1, got -5"),
@@ -85,8 +91,8 @@ BAD_OPTIONS = [
     (["eval", "linear", "{run}", "--momentum", "0", "--nesterov"], "--nesterov: needs a momentum"),
     (["eval", "linear", "{run}", "--warmup-epochs", "-1"], "--warmup-epochs: expected a number"),
     (["eval", "linear", "{run}", "--epochs", "5", "--warmup-epochs", "5"], "in [0.0, 5.0)"),
-    (["eval", "linear", "{run}", "--seed", "-1"], "--seed: expected a number >= 0"),
-    (["eval", "linear", "{run}", "--workers", "-2"], "--workers: expected a number >= 0"),
+    (["eval", "linear", "{run}", "--seed", "-1"], "--seed: expected an int >= 0, got -1"),
+    (["eval", "linear", "{run}", "--workers", "-2"], "--workers: expected an int >= 0, got -2"),
     (["eval", "linear", "{run}", "--device", "tpu:0"], "--device: expected auto, cpu, cuda"),
 ]
 
