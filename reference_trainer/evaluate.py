@@ -536,10 +536,10 @@ class LinearProbeSettings:
       features (a backbone whose features are 100 times larger probes the same).
     * A learning rate of 0.1 x batch / 512 with Nesterov momentum 0.9: a tenth of the MoBY /
       SynCo v2 rate. Standardised features are still correlated, and the largest eigenvalue of
-      their correlation matrix (about 0.35 to 0.4 x the feature dimension for ViTs at random
-      initialisation) sets the largest stable step: at the MoBY rate the loss of a DeiT-S probe
-      on CIFAR-10 rises from epoch 1 to 2 even with the BatchNorm, at this rate it decreases
-      (``benchmarks/linear_probe_stability.py``).
+      their correlation matrix (0.41 x the feature dimension for a DeiT-S at random
+      initialisation on CIFAR-10) sets the largest stable step: at the MoBY rate that probe's
+      loss jumps from 2.3 to 16 in the first epoch even with the BatchNorm, at this rate it
+      decreases (``benchmarks/linear_probe_stability.py``, docs/benchmarks.md).
 
     The published recipes use other values: MoBY / SynCo v2 ``base_lr=1.0, warmup_epochs=5,
     batchnorm=False`` in augmented mode (with label smoothing 0.1 and gradient clipping at 5,

@@ -140,6 +140,39 @@ def test_k_larger_than_the_training_set_is_clamped_with_a_warning(
     assert set(json.loads(out.read_text())["pretrained"]["top1"]) == {"5", "96"}
 
 
+def test_probe_options_reach_the_probe(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "linear.json"
+    options = ["--epochs", "2", "--lr", "0.3", "--lr-reference-batch", "64", "--batch-size", "32"]
+    options += ["--momentum", "0.8", "--no-nesterov", "--weight-decay", "1e-4"]
+    options += ["--warmup-epochs", "0.5", "--no-batchnorm", "--out", str(out)]
+    result = CliRunner().invoke(app, ["eval", "linear", str(run_dir), *options])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["settings"] == {
+        "mode": "cached",
+        "epochs": 2,
+        "batch_size": 32,
+        "base_lr": 0.3,
+        "lr_reference_batch": 64,
+        "momentum": 0.8,
+        "nesterov": False,
+        "weight_decay": 1e-4,
+        "warmup_epochs": 0.5,
+        "batchnorm": False,
+    }
+    assert saved["lr"] == pytest.approx(0.3 * 32 / 64) and saved["batchnorm"] is False
+    # 96 images in batches of 32: 3 steps per epoch, the warmup's 2 steps (round(1.5)) end at
+    # the peak, and the last step of epoch 1 is the first of the cosine over the other 4
+    assert saved["history"][0]["lr"] == pytest.approx(0.15)
+    defaults = CliRunner().invoke(
+        app, ["eval", "linear", str(run_dir), "--epochs", "1", "--out", str(out)]
+    )
+    assert defaults.exit_code == 0, defaults.output
+    saved = json.loads(out.read_text())
+    assert saved["settings"]["batchnorm"] is True and saved["settings"]["nesterov"] is True
+    assert saved["lr"] == pytest.approx(0.1 * 256 / 512)
+
+
 # --------------------------------------------------------------------------------------------
 # Damaged dataset files through the CLI
 # --------------------------------------------------------------------------------------------
