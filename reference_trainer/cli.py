@@ -223,6 +223,24 @@ def _writable(path: Path, out: Path | None, what: str) -> Path:
     raise ConfigError(f"cannot write {what} to {path} ({reason}): pass --out to write it elsewhere")
 
 
+def _eval_prelude(
+    run: Path,
+    out: Path | None,
+    default_name: str,
+    what: str,
+    workers: int | None,
+    log_every: int,
+    device: str,
+) -> tuple[Any, Path]:
+    """The checks every evaluation makes before reading anything: its common options, the run's
+    existence and that its output can be written. Returns the device and the output path."""
+    _check_option("--workers", workers, minimum=0)
+    _check_option("--log-every", log_every, minimum=1)
+    dev = _device(device)
+    _check_run_exists(run)
+    return dev, _writable(out or _run_dir(run) / default_name, out, what)
+
+
 def _eval_config(
     run: Path, data: str | None, val_data: str | None, dataset: str | None, workers: int | None
 ) -> Any:
@@ -352,11 +370,9 @@ def eval_knn(
         _check_option("--k", kk, minimum=1)
     _check_option("--temperature", temperature)
     _check_option("--batch-size", batch_size, minimum=1)
-    _check_option("--workers", workers, minimum=0)
-    _check_option("--log-every", log_every, minimum=1)
-    dev = _device(device)
-    _check_run_exists(run)
-    path = _writable(out or _run_dir(run) / "eval_knn.json", out, "the kNN results")
+    dev, path = _eval_prelude(
+        run, out, "eval_knn.json", "the kNN results", workers, log_every, device
+    )
 
     from .data.pipeline import eval_loader
     from .evaluate import knn_probe
@@ -504,12 +520,10 @@ def eval_linear(
         warmup_epochs=warmup_epochs,
         batchnorm=batchnorm,
     )
-    _check_option("--workers", workers, minimum=0)
     _check_option("--seed", seed, minimum=0)
-    _check_option("--log-every", log_every, minimum=1)
-    dev = _device(device)
-    _check_run_exists(run)
-    path = _writable(out or _run_dir(run) / "eval_linear.json", out, "the probe's results")
+    dev, path = _eval_prelude(
+        run, out, "eval_linear.json", "the probe's results", workers, log_every, device
+    )
 
     from .data.pipeline import eval_loader, linear_train_loader
     from .evaluate import linear_probe
