@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from collections.abc import Iterator, Sequence
+from typing import SupportsIndex
 
 import torch
 from torch import Tensor
@@ -181,12 +183,20 @@ def check_same_device(name: str, t: Tensor, reference_name: str, reference: Tens
 
 
 def check_int(name: str, value: object, *, minimum: int = 0) -> int:
-    """A Python integer (not a bool) no smaller than ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An integer no smaller than ``minimum``, returned as a Python ``int``.
+
+    Integer types that support ``__index__`` (``numpy.int64``, ...) are accepted and converted;
+    bools and tensors are not.
+    """
+    if isinstance(value, bool | Tensor) or not isinstance(value, SupportsIndex):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
+    try:
+        number = operator.index(value)
+    except TypeError:  # e.g. numpy.bool_, whose __index__ refuses
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}") from None
+    if number < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {number}")
+    return number
 
 
 def check_number(
