@@ -424,7 +424,8 @@ def adversarial(
     the softmax weight ``p_s > 0``, so its sign is ``sign(q)`` whatever the positive, the other
     negatives and the temperature: each step is ``norm(s + eta*sign(q))`` in closed form, and
     ``steps=1`` is SynCo's single FGSM step ``norm(n + eta*sign(q))``. More steps give harder
-    negatives, drifting towards the direction ``sign(q)``.
+    negatives, drifting towards the direction ``sign(q)``. An intermediate point shorter than
+    1e-3 has no direction to renormalise: the next step starts from the origin.
 
     Args:
         query: Queries of shape (B, D).
@@ -566,19 +567,19 @@ class InnerProducts:
         self._cache: dict[tuple[str, str], Tensor] = {}
 
     def dot(self, a: Combination, b: Combination) -> Tensor:
-        """``u_a . u_b`` for each sample: (B, c), float32."""
-        total = self._pool.q.new_zeros(self._shape)
+        """``u_a . u_b`` for each sample: (B, c), float64."""
+        total = self._pool.q.new_zeros(self._shape, dtype=torch.float64)
         for key_a, weight_a in self._terms(a):
             for key_b, weight_b in self._terms(b):
                 total = total + weight_a * weight_b * self._inner(key_a, key_b)
         return total
 
     def norm(self, u: Combination) -> Tensor:
-        """``|u|`` for each sample: (B, c), float32."""
+        """``|u|`` for each sample: (B, c), float64."""
         return self.dot(u, u).clamp_min(0.0).sqrt()
 
     def query_dot(self, u: Combination) -> Tensor:
-        """``q . u`` for each sample: (B, c), float32; the logit when ``u`` has unit norm."""
+        """``q . u`` for each sample: (B, c), float64; the logit when ``u`` has unit norm."""
         return self.dot(Combination(query=1.0), u)
 
     def unit(self, u: Combination) -> Combination:
@@ -609,7 +610,9 @@ class InnerProducts:
     def _inner(self, a: str, b: str) -> Tensor:
         key = (a, b) if a <= b else (b, a)
         if key not in self._cache:
-            self._cache[key] = self._compute(*key)
+            # float64 from here on: the products come from float32 vectors, but the quadratic
+            # forms built on them cancel where a sample nearly vanishes (n' close to -n)
+            self._cache[key] = self._compute(*key).double()
         return self._cache[key]
 
     def _compute(self, a: str, b: str) -> Tensor:
@@ -662,6 +665,10 @@ class Strategy:
             unnormalised samples as weights; ``products`` (:class:`InnerProducts`) gives norms
             where a construction needs them on the way.
         picks: Pool members per sample, >= 1 (2 for :func:`mixup`).
+        draws_vectors: True when ``draw`` returns a vector per sample (B, c, D) that the
+            combination weighs (``Combination.drawn``), as the noise of :func:`add_noise`:
+            :func:`synthetic_logits` then keeps the generator's state to draw it again in the
+            backward pass instead of keeping the vectors.
     """
 
     name: str
@@ -670,6 +677,7 @@ class Strategy:
     write: WriteFn
     combination: CombineFn
     picks: int = 1
+    draws_vectors: bool = False
 
 
 def _draw_coefficient(field: str) -> DrawFn:
@@ -748,26 +756,27 @@ def _write_adversarial(
     step = torch.sign(q).mul_(spec.eta)
     out.copy_(n).add_(step)
     for _ in range(spec.adversarial_steps - 1):  # over steps, not samples
-        _normalize_(out)
+        norms = torch.linalg.vector_norm(out, dim=-1, keepdim=True)
+        out.div_(norms.masked_fill_(norms < _VANISHING_NORM, math.inf))  # vanished: restart at 0
         out.add_(step)
 
 
 def _combine_interpolated(
     products: InnerProducts, a: Tensor | None, spec: NegativeSpec
 ) -> Combination:
-    weight = cast(Tensor, a)[..., 0]
+    weight = cast(Tensor, a)[..., 0].double()
     return Combination(query=weight, picks=(1.0 - weight,))
 
 
 def _combine_extrapolated(
     products: InnerProducts, b: Tensor | None, spec: NegativeSpec
 ) -> Combination:
-    weight = cast(Tensor, b)[..., 0]
+    weight = cast(Tensor, b)[..., 0].double()
     return Combination(query=1.0 - weight, picks=(weight,))
 
 
 def _combine_mixed(products: InnerProducts, c: Tensor | None, spec: NegativeSpec) -> Combination:
-    weight = cast(Tensor, c)[..., 0]
+    weight = cast(Tensor, c)[..., 0].double()
     return Combination(picks=(weight, 1.0 - weight))
 
 
@@ -784,11 +793,13 @@ def _combine_perturbed(
 def _combine_adversarial(
     products: InnerProducts, drawn: Tensor | None, spec: NegativeSpec
 ) -> Combination:
-    # s_0 = n; each step adds eta*sign(q); steps but the last are renormalised, as in the write.
+    # s_0 = n; each step adds eta*sign(q); steps but the last are renormalised, and a point
+    # that vanished restarts from 0, as in the write.
     u = Combination(picks=(1.0,))
     for _ in range(spec.adversarial_steps - 1):
         u = replace(u, sign=_add(u.sign, spec.eta))
-        u = u.scaled(1.0 / products.norm(u).clamp_min(1e-12))
+        length = products.norm(u)
+        u = u.scaled(torch.where(length < _VANISHING_NORM, 0.0, 1.0 / length.clamp_min(1e-12)))
     return replace(u, sign=_add(u.sign, spec.eta))
 
 
@@ -906,6 +917,7 @@ for _strategy in (
         _draw_noise,
         _write_noisy,
         _combine_noisy,
+        draws_vectors=True,
     ),
     Strategy(
         "perturbed",
@@ -1300,7 +1312,9 @@ def synthetic_logits(
 
     Vanishing samples (|u| < 1e-3) become their first pick, as in :func:`synthesize`. Inputs may
     be float16, bfloat16 or float32 (the output is float32; the arithmetic runs in float32
-    outside any autocast region). Not twice differentiable.
+    outside any autocast region). Not twice differentiable. ``torch.compile(fullgraph=True)``
+    traces it with ``generator=None`` and no type-4 count (a compiled graph draws its own
+    random numbers); with a generator argument or noise, dynamo runs the draws eagerly.
 
     Args:
         query: Queries of shape (B, D); normalised inside, with gradient.
@@ -1450,11 +1464,12 @@ def _from_pool(
 class _Pool:
     """The hard pool through inner products: per-row scalars and chunked passes over its rows.
 
-    Works on the bank's raw rows and divides the products by the rows' norms, so no row is
-    normalised; never holds more than one (B, chunk, D) block of rows (about 4 MB in float32).
+    Works on the bank's raw rows and divides the products by the rows' norms, as normalising
+    the rows would (so unit rows give exact products); never holds more than one (B, chunk, D)
+    block of rows (about 4 MB in float32).
     """
 
-    def __init__(self, q: Tensor, bank: Tensor, idx: Tensor, inv: Tensor | None = None) -> None:
+    def __init__(self, q: Tensor, bank: Tensor, idx: Tensor, norms: Tensor | None = None) -> None:
         b, d = q.shape
         self.q, self.sign, self.idx = q, torch.sign(q), idx
         self.qq = (q * q).sum(dim=1, keepdim=True)  # (B, 1): 1, or 0 for a zero query
@@ -1462,7 +1477,7 @@ class _Pool:
         self.nnz = self.sign.abs().sum(dim=1, keepdim=True)  # sign(q) . sign(q)
         self.chunk = max(1, _CHUNK_ELEMENTS // (b * d))
         self._bank = bank
-        self._inv = inv  # (B, N): 1 / |n_j|, as _unit divides
+        self._norms = norms  # (B, N): max(|n_j|, 1e-12), the divisor of _unit
         self._stats: tuple[Tensor, Tensor, Tensor] | None = None
 
     def _raw(self, bank_idx: Tensor) -> Tensor:
@@ -1476,11 +1491,11 @@ class _Pool:
             yield where, self._raw(self.idx[:, where])
 
     @property
-    def inv(self) -> Tensor:
-        """``1 / max(|n_j|, 1e-12)`` of every pool row, (B, N)."""
-        if self._inv is None:
+    def norms(self) -> Tensor:
+        """``max(|n_j|, 1e-12)`` of every pool row, (B, N)."""
+        if self._norms is None:
             self.stats()
-        return cast(Tensor, self._inv)
+        return cast(Tensor, self._norms)
 
     def stats(self) -> tuple[Tensor, Tensor, Tensor]:
         """``q . n``, ``sign(q) . n`` and ``n . n`` of every unit pool row, each (B, N)."""
@@ -1491,10 +1506,9 @@ class _Pool:
                 dots.append(torch.bmm(directions, rows.transpose(1, 2)))  # (B, 2, chunk)
                 norms.append(torch.linalg.vector_norm(rows, dim=-1))
             norm = torch.cat(norms, dim=1)
-            inv = 1.0 / norm.clamp_min(1e-12)
-            dot = torch.cat(dots, dim=2) * inv[:, None, :]
-            self._inv = inv
-            self._stats = (dot[:, 0], dot[:, 1], (norm * inv).square())
+            self._norms = divisor = norm.clamp_min(1e-12)
+            dot = torch.cat(dots, dim=2) / divisor[:, None, :]
+            self._stats = (dot[:, 0], dot[:, 1], (norm / divisor).square())
         return self._stats
 
     def pair(self, first: Tensor, second: Tensor) -> Tensor:
@@ -1505,7 +1519,8 @@ class _Pool:
             a, b = first[:, s : s + step], second[:, s : s + step]
             rows_a, rows_b = self._raw(self.idx.gather(1, a)), self._raw(self.idx.gather(1, b))
             out.append((rows_a * rows_b).sum(dim=-1))
-        return torch.cat(out, dim=1) * self.inv.gather(1, first) * self.inv.gather(1, second)
+        divisor = self.norms.gather(1, first) * self.norms.gather(1, second)
+        return torch.cat(out, dim=1) / divisor
 
     def rows_dot(self, pos: Tensor, vectors: Tensor) -> Tensor:
         """``n . v`` for pool positions (B, c) and vectors (B, c, D) -> (B, c)."""
@@ -1513,11 +1528,11 @@ class _Pool:
         for s in range(0, pos.shape[1], self.chunk):
             rows = self._raw(self.idx.gather(1, pos[:, s : s + self.chunk]))
             out.append((rows * vectors[:, s : s + self.chunk]).sum(dim=-1))
-        return torch.cat(out, dim=1) * self.inv.gather(1, pos)
+        return torch.cat(out, dim=1) / self.norms.gather(1, pos)
 
     def weighted_sum(self, weights: Tensor) -> Tensor:
         """``sum_j weights[:, j] * n_j`` over the unit pool rows: (B, N) -> (B, D)."""
-        scaled = (weights * self.inv)[:, None, :]  # (B, 1, N)
+        scaled = (weights / self.norms)[:, None, :]  # (B, 1, N)
         out = torch.zeros_like(self.q)
         for where, rows in self._blocks():
             out.add_(torch.bmm(scaled[:, :, where], rows)[:, 0])
@@ -1546,7 +1561,13 @@ class _SyntheticLogits(torch.autograd.Function):
         for strategy, count in _active(spec):
             end = start + count
             pos, drawn, state = _draw(
-                strategy, count, spec, (b, idx.shape[1], d), gen, q.device, keep_state=True
+                strategy,
+                count,
+                spec,
+                (b, idx.shape[1], d),
+                gen,
+                q.device,
+                keep_state=strategy.draws_vectors,
             )
             picks = _split(pos, count)
             products = InnerProducts(pool, picks, drawn, count)
@@ -1557,16 +1578,21 @@ class _SyntheticLogits(torch.autograd.Function):
             for pick, weight in zip(picks, u.picks, strict=False):
                 if not _absent(weight):
                     positions.append(pick)
-                    weights.append(q.new_zeros(pick.shape) + weight)
+                    weights.append((q.new_zeros(pick.shape) + weight).to(q.dtype))
                     columns.append(torch.arange(start, end, device=q.device))
             if not _absent(u.drawn):
-                redraw.append((strategy, count, start, u.drawn, state))
+                if state is None:
+                    raise ValueError(
+                        f"strategy {strategy.name!r}: its combination weighs the drawn vectors, "
+                        "so it must be registered with draws_vectors=True"
+                    )
+                redraw.append((strategy, count, start, torch.as_tensor(u.drawn).to(q.dtype), state))
             start = end
         ctx.save_for_backward(
             q,
             bank,
             idx,
-            pool.inv,
+            pool.norms,
             torch.cat(positions, dim=1),
             torch.cat(weights, dim=1),
             torch.cat(columns),
@@ -1579,11 +1605,11 @@ class _SyntheticLogits(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, bank, idx, inv, positions, weights, columns, on_query, on_sign = ctx.saved_tensors
+        q, bank, idx, norms, positions, weights, columns, on_query, on_sign = ctx.saved_tensors
         b, d = q.shape
         g = grad.float()
         with torch.autocast(device_type=q.device.type, enabled=False):
-            pool = _Pool(q, bank, idx, inv)
+            pool = _Pool(q, bank, idx, norms)
             out = (g * on_query).sum(dim=1, keepdim=True) * q
             out.add_((g * on_sign).sum(dim=1, keepdim=True) * pool.sign)
             on_rows = torch.zeros_like(idx, dtype=q.dtype)
@@ -1612,11 +1638,6 @@ def _check_spec(spec: object) -> NegativeSpec:
 def _unit(x: Tensor) -> Tensor:
     """Detached float32 copy with unit rows (the eps guards all-zero rows)."""
     return F.normalize(x.detach().float(), dim=-1, eps=1e-12)
-
-
-def _normalize_(x: Tensor) -> Tensor:
-    """Scale the rows of a float32 tensor to unit norm, in place."""
-    return x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12))
 
 
 def _check_bank(bank: object, query: Tensor) -> Tensor:

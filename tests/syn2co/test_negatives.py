@@ -684,3 +684,92 @@ def test_fuzzed_shapes_raise_clear_errors_or_work(
     else:
         assert len(qs) == 2 and len(hs) == 3 and count >= 0
         assert out.shape == (qs[0], count, qs[1])
+
+
+# ------------------------------------------------------------------------- vanishing samples
+
+
+VANISHING = {
+    # (query, spec): with each query's pool its antipode -q, every sample's unnormalised vector
+    # is exactly 0: the midpoint of q and -q, one step of size 1 from -q towards q, and (at
+    # D = 4, entries +-0.5, so sign(q) = 2q) a signed step of 0.5 from -q.
+    "interpolated": (unit(3, 8), NegativeSpec(n_hard=1, interpolated=4, alpha=(0.5, 0.5))),
+    "perturbed": (unit(3, 8), NegativeSpec(n_hard=1, perturbed=3, delta=1.0)),
+    "adversarial": (
+        torch.tensor([[0.5, -0.5, 0.5, 0.5], [-0.5, -0.5, 0.5, -0.5]]),
+        NegativeSpec(n_hard=1, adversarial=3, eta=0.5),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(VANISHING))
+def test_a_vanishing_sample_becomes_its_hard_negative(name: str) -> None:
+    from tests.syn2co.test_synthetic_logits import assert_paths_agree
+
+    q, spec = VANISHING[name]
+    bank = -q[:, None, :]  # per-query bank: the antipode
+    out = synthesize(q, bank, spec, generator=gen())
+    assert torch.allclose(out, bank.expand_as(out), atol=1e-6)  # unit, the hard negative
+    logits = neg.synthetic_logits(q, bank, spec, generator=gen())
+    torch.testing.assert_close(logits, -torch.ones(logits.shape), atol=1e-6, rtol=0)
+    assert_paths_agree(q, bank, spec, seed=0)
+
+
+def test_a_vanishing_mix_becomes_its_first_pick() -> None:
+    from tests.syn2co.test_synthetic_logits import assert_paths_agree
+
+    # pool {n, -n}: a mix at c = 0.5 of two different picks vanishes, of the same pick is n
+    q = unit(4, 8)
+    n = unit(1, 8, seed=1)
+    bank = torch.cat([n, -n])
+    exclude = torch.zeros(4, 2, dtype=torch.bool)
+    spec = NegativeSpec(n_hard=2, mixed=16, gamma=(0.5, 0.5))
+    out = synthesize(q, bank, spec, generator=gen(3), exclude=exclude)
+    first = torch.randint(2, (4, 32), generator=gen(3))[:, :16]  # each sample's first pick
+    pool = hardest(q, bank, 2)
+    assert torch.allclose(out, pool.gather(1, first[:, :, None].expand(-1, -1, 8)), atol=1e-6)
+    assert_paths_agree(q, bank, spec, seed=3)
+
+
+def test_one_dimensional_embeddings_give_unit_samples() -> None:
+    from tests.syn2co.test_synthetic_logits import assert_paths_agree
+
+    q = torch.tensor([[1.0], [-2.0], [0.5]])
+    bank = torch.tensor([[1.0], [-1.0], [3.0], [-0.5]])
+    spec = SYNCO_V2_CONFIG.replace(
+        n_hard=4, alpha=(0.0, 1.0), gamma=(0.0, 1.0), delta=1.0, eta=1.0, adversarial_steps=2
+    )
+    out = synthesize(q, bank, spec, generator=gen(1))
+    assert bool((out.abs() == 1).all())  # +-1: never a zero vector
+    assert_paths_agree(q, bank, spec, seed=1)
+
+
+# ----------------------------------------------------------------- counts and non-finite input
+
+
+def test_counts_may_be_numpy_integers() -> None:
+    np = pytest.importorskip("numpy")
+    spec = NegativeSpec(n_hard=np.int64(8), interpolated=np.int64(3), mixed=np.int32(2))
+    assert spec == NegativeSpec(n_hard=8, interpolated=3, mixed=2)
+    assert type(spec.n_hard) is int and type(spec.interpolated) is int
+    assert hash(spec) == hash(NegativeSpec(n_hard=8, interpolated=3, mixed=2))
+    assert SYNCO_V2.replace(noisy=np.int16(5)).noisy == 5
+    assert interpolate(unit(2, 4), unit(2, 3, 4), np.int64(2)).shape == (2, 2, 4)
+    with pytest.raises(TypeError, match="interpolated: expected an int"):
+        NegativeSpec(interpolated=np.float64(3.0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nan_in_a_row_no_sample_picks_is_reported_on_every_seed(seed: int) -> None:
+    # A pool of two rows, the second NaN, one sample: half of the draws never touch it. The
+    # whole pool (or bank) is checked, so every seed reports it the same way.
+    q = unit(1, 8)
+    hard = torch.stack([unit(8, seed=1), torch.full((8,), float("nan"))])[None]
+    for name, fn in STRATEGY_FNS.items():
+        with pytest.raises(ValueError, match="hard: expected finite values, got 8 NaN"):
+            fn(q, hard, 1, generator=gen(seed))
+        del name
+    bank = torch.cat([unit(1, 8, seed=2), torch.full((1, 8), float("nan")), unit(6, 8, seed=3)])
+    for make in (synthesize, neg.synthetic_logits):
+        with pytest.raises(ValueError, match="bank: expected finite values, got 8 NaN"):
+            make(q, bank, SYNCO_V2.replace(n_hard=2), generator=gen(seed))
