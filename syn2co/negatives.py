@@ -96,8 +96,8 @@ _Rows = Callable[[Tensor], Tensor]
 # A sample whose unnormalised vector is shorter than this falls back to its first pick.
 _VANISHING_NORM: Final = 1e-3
 
-# Rows gathered at a time by synthetic_logits: (B, chunk, D) blocks of about 4 MB in float32.
-_CHUNK_ELEMENTS: Final = 1 << 20
+# Rows gathered at a time by synthetic_logits: (B, chunk, D) blocks of about 1 MB in float32.
+_CHUNK_ELEMENTS: Final = 1 << 18
 
 # --------------------------------------------------------------------------------------------
 # The hard pool
@@ -630,13 +630,13 @@ class InnerProducts:
                 return torch.bmm(direction[:, None, :], e.transpose(1, 2))[:, 0]
             return pool.rows_dot(self.picks[int(b[1:])], e)
         pick = self.picks[int(a[1:])]  # a is "n<g>"
-        cos, sign_cos, squares = pool.stats()
+        cos, sign_cos = pool.stats()
         if b == "q":
             return cos.gather(1, pick)
         if b == "s":
             return sign_cos.gather(1, pick)
         if a == b:
-            return squares.gather(1, pick)
+            return pool.squares(pick)
         return pool.pair(pick, self.picks[int(b[1:])])
 
 
@@ -1477,8 +1477,8 @@ class _Pool:
         self.nnz = self.sign.abs().sum(dim=1, keepdim=True)  # sign(q) . sign(q)
         self.chunk = max(1, _CHUNK_ELEMENTS // (b * d))
         self._bank = bank
-        self._norms = norms  # (B, N): max(|n_j|, 1e-12), the divisor of _unit
-        self._stats: tuple[Tensor, Tensor, Tensor] | None = None
+        self._norms = norms  # (B, N): |n_j| of every pool row
+        self._stats: tuple[Tensor, Tensor] | None = None
 
     def _raw(self, bank_idx: Tensor) -> Tensor:
         """Float32 bank rows at bank indices (B, c) -> (B, c, D), not normalised."""
@@ -1492,23 +1492,35 @@ class _Pool:
 
     @property
     def norms(self) -> Tensor:
-        """``max(|n_j|, 1e-12)`` of every pool row, (B, N)."""
+        """``|n_j|`` of every pool row, (B, N)."""
         if self._norms is None:
             self.stats()
         return cast(Tensor, self._norms)
 
-    def stats(self) -> tuple[Tensor, Tensor, Tensor]:
-        """``q . n``, ``sign(q) . n`` and ``n . n`` of every unit pool row, each (B, N)."""
+    def divisors(self, pos: Tensor | None = None) -> Tensor:
+        """What _unit divides the rows at pool positions (B, c) (all rows: None) by."""
+        norms = self.norms if pos is None else self.norms.gather(1, pos)
+        return norms.clamp_min(1e-12)
+
+    def squares(self, pos: Tensor) -> Tensor:
+        """``n . n`` of the unit rows at pool positions (B, c): 1, or 0 for a zero row."""
+        norms = self.norms.gather(1, pos)
+        return torch.square(norms / norms.clamp_min(1e-12))
+
+    def stats(self) -> tuple[Tensor, Tensor]:
+        """``q . n`` and ``sign(q) . n`` of every unit pool row, each (B, N)."""
         if self._stats is None:
             directions = torch.stack([self.q, self.sign], dim=1)  # (B, 2, D)
             dots, norms = [], []
             for _, rows in self._blocks():
                 dots.append(torch.bmm(directions, rows.transpose(1, 2)))  # (B, 2, chunk)
                 norms.append(torch.linalg.vector_norm(rows, dim=-1))
-            norm = torch.cat(norms, dim=1)
-            self._norms = divisor = norm.clamp_min(1e-12)
-            dot = torch.cat(dots, dim=2) / divisor[:, None, :]
-            self._stats = (dot[:, 0], dot[:, 1], (norm / divisor).square())
+                del rows  # before the next block is gathered
+            self._norms = torch.cat(norms, dim=1)
+            dot = torch.cat(dots, dim=2)
+            del dots
+            dot /= self.divisors()[:, None, :]
+            self._stats = (dot[:, 0], dot[:, 1])
         return self._stats
 
     def pair(self, first: Tensor, second: Tensor) -> Tensor:
@@ -1519,8 +1531,8 @@ class _Pool:
             a, b = first[:, s : s + step], second[:, s : s + step]
             rows_a, rows_b = self._raw(self.idx.gather(1, a)), self._raw(self.idx.gather(1, b))
             out.append((rows_a * rows_b).sum(dim=-1))
-        divisor = self.norms.gather(1, first) * self.norms.gather(1, second)
-        return torch.cat(out, dim=1) / divisor
+            del rows_a, rows_b  # before the next blocks are gathered
+        return torch.cat(out, dim=1) / (self.divisors(first) * self.divisors(second))
 
     def rows_dot(self, pos: Tensor, vectors: Tensor) -> Tensor:
         """``n . v`` for pool positions (B, c) and vectors (B, c, D) -> (B, c)."""
@@ -1528,14 +1540,16 @@ class _Pool:
         for s in range(0, pos.shape[1], self.chunk):
             rows = self._raw(self.idx.gather(1, pos[:, s : s + self.chunk]))
             out.append((rows * vectors[:, s : s + self.chunk]).sum(dim=-1))
-        return torch.cat(out, dim=1) / self.norms.gather(1, pos)
+            del rows  # before the next block is gathered
+        return torch.cat(out, dim=1) / self.divisors(pos)
 
     def weighted_sum(self, weights: Tensor) -> Tensor:
         """``sum_j weights[:, j] * n_j`` over the unit pool rows: (B, N) -> (B, D)."""
-        scaled = (weights / self.norms)[:, None, :]  # (B, 1, N)
+        scaled = (weights / self.divisors())[:, None, :]  # (B, 1, N)
         out = torch.zeros_like(self.q)
         for where, rows in self._blocks():
             out.add_(torch.bmm(scaled[:, :, where], rows)[:, 0])
+            del rows  # before the next block is gathered
         return out
 
 
@@ -1552,13 +1566,17 @@ class _SyntheticLogits(torch.autograd.Function):
         gen: torch.Generator | None,
     ) -> Tensor:
         b, d = q.shape
-        m = spec.total
+        parts = _active(spec)
+        n_picks = sum(strategy.picks * count for strategy, count in parts)
         pool = _Pool(q, bank, idx)
-        logits, on_query, on_sign = (q.new_zeros((b, m)) for _ in range(3))
-        positions, weights, columns = [], [], []
+        logits, on_query, on_sign = (q.new_zeros((b, spec.total)) for _ in range(3))
+        # Every pick's pool position, its weight in its sample and that sample's column.
+        positions = idx.new_empty((b, n_picks), dtype=torch.int32)  # int64 in backward
+        weights = q.new_zeros((b, n_picks))
+        columns = torch.empty(n_picks, dtype=torch.long, device=q.device)
         redraw = []  # strategies whose draw is a vector: drawn again in backward
-        start = 0
-        for strategy, count in _active(spec):
+        start = p = 0
+        for strategy, count in parts:
             end = start + count
             pos, drawn, state = _draw(
                 strategy,
@@ -1575,29 +1593,24 @@ class _SyntheticLogits(torch.autograd.Function):
             logits[:, start:end] = products.query_dot(u)
             on_query[:, start:end] = u.query
             on_sign[:, start:end] = u.sign
-            for pick, weight in zip(picks, u.picks, strict=False):
-                if not _absent(weight):
-                    positions.append(pick)
-                    weights.append((q.new_zeros(pick.shape) + weight).to(q.dtype))
-                    columns.append(torch.arange(start, end, device=q.device))
+            for g, pick in enumerate(picks):
+                positions[:, p : p + count] = pick
+                columns[p : p + count] = torch.arange(start, end, device=q.device)
+                if g < len(u.picks):
+                    weights[:, p : p + count] = u.picks[g]
+                p += count
             if not _absent(u.drawn):
                 if state is None:
                     raise ValueError(
                         f"strategy {strategy.name!r}: its combination weighs the drawn vectors, "
                         "so it must be registered with draws_vectors=True"
                     )
-                redraw.append((strategy, count, start, torch.as_tensor(u.drawn).to(q.dtype), state))
+                on_drawn = torch.as_tensor(u.drawn).to(q.dtype)
+                redraw.append((strategy, count, start, on_drawn, state))
+            del pos, picks, pick, drawn, products, u  # the noise goes before the next draw
             start = end
         ctx.save_for_backward(
-            q,
-            bank,
-            idx,
-            pool.norms,
-            torch.cat(positions, dim=1),
-            torch.cat(weights, dim=1),
-            torch.cat(columns),
-            on_query,
-            on_sign,
+            q, bank, idx, pool.norms, positions, weights, columns, on_query, on_sign
         )
         ctx.spec, ctx.redraw = spec, redraw
         return logits
@@ -1613,7 +1626,7 @@ class _SyntheticLogits(torch.autograd.Function):
             out = (g * on_query).sum(dim=1, keepdim=True) * q
             out.add_((g * on_sign).sum(dim=1, keepdim=True) * pool.sign)
             on_rows = torch.zeros_like(idx, dtype=q.dtype)
-            on_rows.scatter_add_(1, positions, g[:, columns] * weights)
+            on_rows.scatter_add_(1, positions.long(), g[:, columns] * weights)
             out.add_(pool.weighted_sum(on_rows))
             for strategy, count, start, on_drawn, (device, state) in ctx.redraw:
                 redrawn = torch.Generator(device=device)
