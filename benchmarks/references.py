@@ -40,6 +40,7 @@ from syn2co.negatives import (
 )
 
 __all__ = [
+    "LOGITS_PATHS",
     "PRESETS",
     "Preset",
     "check_exact",
