@@ -48,6 +48,7 @@ import torch
 from references import PRESETS, Preset, logits_step, make_inputs
 from synthesize_table import machine_lines
 
+from syn2co import value_checks
 from syn2co.negatives import SYNCO_V2
 
 #: SYNCO_V2's sizes and 2:2:2:1:1:1 proportions, scaled to M = 4096 per query.
@@ -63,20 +64,48 @@ MANY = Preset(
 ALL = {p.name: p for p in (*PRESETS, MANY)}
 
 
+#: Time-only rows: parts of every path that bound the ratios from below.
+DIAGNOSTICS = ("top-N selection", "noise draw")
+
+
 @dataclass(frozen=True)
 class Case:
     path: str
     shared: bool
+    checks: bool = True
 
     @property
     def label(self) -> str:
+        if self.path == "top-N selection":
+            return "diagnostic: the top-N of the (B, K) similarities alone (every path makes it)"
+        if self.path == "noise draw":
+            return "diagnostic: type 4's noise alone, randn (B, noisy, D) (every path draws it)"
         if self.path == "synthetic_logits":
             what = "syn2co synthetic_logits"
         elif self.path == "synthesize":
             what = "syn2co synthesize + cosines"
         else:
             return f"reference: {self.path} + cosines"
-        return what + (", precomputed similarities" if self.shared else ", own similarities")
+        what += ", precomputed similarities" if self.shared else ", own similarities"
+        return what + ("" if self.checks else ", value checks off")
+
+    def step(self, preset: Preset, q: torch.Tensor, bank: torch.Tensor) -> Callable[[], object]:
+        """The timed callable."""
+        if self.path == "top-N selection":
+            sim = q @ bank.T
+            return lambda: sim.topk(preset.spec.n_hard, dim=1)
+        if self.path == "noise draw":
+            shape = (preset.batch, preset.spec.noisy, preset.dim)
+            return lambda: torch.randn(shape)
+        step = logits_step(q, bank, preset.spec, self.path, shared=self.shared)
+        if self.checks:
+            return step
+
+        def unchecked() -> object:
+            with value_checks(False):
+                return step()
+
+        return unchecked
 
 
 BASELINE = Case("synthetic_logits", False)
@@ -84,14 +113,16 @@ BASELINE = Case("synthetic_logits", False)
 
 def cases_of(preset: Preset) -> list[Case]:
     if preset is MANY:  # the references are not the point here; the vectors are 1 GiB each
-        return [Case("synthetic_logits", True), Case("synthesize", True)]
+        return [Case("synthetic_logits", True), Case("synthesize", True), Case("noise draw", False)]
     return [
         BASELINE,
         Case("synthetic_logits", True),
+        Case("synthetic_logits", True, checks=False),
         Case("synthesize", False),
         Case("synthesize", True),
         Case("per-query loop", False),
         Case("published construction", False),
+        *(Case(path, False) for path in DIAGNOSTICS),
     ]
 
 
@@ -110,7 +141,7 @@ def _status_kib(field: str) -> int:
 def peak_here(preset: Preset, case: Case) -> float:
     """MiB by which one call raises the peak resident set (this process, after a warm-up)."""
     q, _, bank = make_inputs(preset.batch, preset.bank, preset.dim, "cpu")
-    step = logits_step(q, bank, preset.spec, case.path, shared=case.shared)
+    step = case.step(preset, q, bank)
     step()  # warm-up: the allocator's and the autograd engine's first-use costs
     gc.collect()
     before = _status_kib("VmRSS")
@@ -121,7 +152,8 @@ def peak_here(preset: Preset, case: Case) -> float:
 
 def peak_in_subprocess(preset: Preset, case: Case, threads: int) -> float:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    argv = [sys.executable, __file__, "--peak", preset.name, case.path, str(int(case.shared))]
+    flags = f"{int(case.shared)}{int(case.checks)}"
+    argv = [sys.executable, __file__, "--peak", preset.name, case.path, flags]
     argv += ["--threads", str(threads)]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -194,11 +226,15 @@ def report_preset(
     ]
     cases = cases_of(preset)
     q, _, bank = make_inputs(preset.batch, preset.bank, preset.dim, "cpu")
-    steps = {c: logits_step(q, bank, spec, c.path, shared=c.shared) for c in cases}
+    steps = {c: c.step(preset, q, bank) for c in cases}
     medians, loads = time_rounds(steps, rounds, repeats)
     del steps
     gc.collect()
-    peaks = {c: [peak_in_subprocess(preset, c, threads) for _ in range(memory_runs)] for c in cases}
+    peaks = {  # the checks allocate nothing worth a row; the diagnostics are for time
+        c: [peak_in_subprocess(preset, c, threads) for _ in range(memory_runs)]
+        for c in cases
+        if c.path not in DIAGNOSTICS and c.checks
+    }
     base = cases[0]
     out += [
         "| case | ms per call, rounds 1/2/3 | time vs first row | peak MiB, runs | memory vs "
@@ -208,7 +244,7 @@ def report_preset(
     for c in cases:
         ms = [m[c] for m in medians]
         ratio = statistics.median(m[c] / m[base] for m in medians)
-        if peaks[c]:
+        if peaks.get(c):
             mem, mem_ratio = (
                 _fmt(peaks[c], 1),
                 f"{statistics.median(peaks[c]) / statistics.median(peaks[base]):.1f}x",
@@ -229,7 +265,7 @@ def summary(
 ) -> list[str]:
     """The targets, as ratios per round: reference / syn2co (> 1: syn2co faster or smaller)."""
     lines = []
-    by_path = {(c.path, c.shared): c for c in cases}
+    by_path = {(c.path, c.shared): c for c in cases if c.checks}
     ours, ours_shared = (
         by_path.get(("synthetic_logits", False)),
         by_path[("synthetic_logits", True)],
@@ -245,7 +281,7 @@ def summary(
             f"{'met' if met else 'NOT met'})"
         )
     materialised = by_path[("synthesize", True)]
-    if peaks[materialised] and peaks[ours_shared]:
+    if peaks.get(materialised) and peaks.get(ours_shared):
         less = statistics.median(peaks[materialised]) / statistics.median(peaks[ours_shared])
         lines.append(
             f"- {preset.name}, peak memory, synthesize + cosines vs synthetic_logits (both with "
@@ -269,15 +305,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true", help="timing only")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument(
-        "--peak", nargs=3, metavar=("PRESET", "PATH", "SHARED"), help=argparse.SUPPRESS
+        "--peak", nargs=3, metavar=("PRESET", "PATH", "FLAGS"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     if args.peak:
-        name, path, shared = args.peak
-        peak = peak_here(ALL[name], Case(path, bool(int(shared))))
+        name, path, flags = args.peak
+        peak = peak_here(ALL[name], Case(path, flags[0] == "1", flags[1] == "1"))
         print(json.dumps({"peak_mib": peak}))
         return 0
 

@@ -131,7 +131,8 @@ def check_embeddings(
 def all_finite(*tensors: Tensor | None) -> bool:
     """True when no tensor holds NaN or inf, or when value checks are off or compiling.
 
-    One inf-norm reduction per tensor and a single synchronisation for all of them.
+    One min/max reduction per tensor (NaN propagates to both, an infinity shows in one; on a
+    CPU many times faster than an inf-norm) and a single synchronisation for all of them.
     """
     if not _value_checks or tracing():
         return True
@@ -139,10 +140,8 @@ def all_finite(*tensors: Tensor | None) -> bool:
     if not present:
         return True
     device = present[0].device
-    norms = torch.stack(
-        [torch.linalg.vector_norm(t.detach(), ord=math.inf).float().to(device) for t in present]
-    )
-    return bool(torch.isfinite(norms).all())
+    ends = [end.float().to(device) for t in present for end in torch.aminmax(t.detach())]
+    return bool(torch.isfinite(torch.stack(ends)).all())
 
 
 def check_finite(*named: tuple[str, Tensor | None]) -> None:
