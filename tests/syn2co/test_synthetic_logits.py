@@ -228,14 +228,15 @@ def test_empty_spec_is_a_no_op() -> None:
     torch.cat([logits, query @ query.T], dim=1).sum().backward()  # joins a loss's logits
 
 
-class LargestTensor(TorchDispatchMode):
-    """The largest tensor any operation returns, forward and backward."""
+class Ops(TorchDispatchMode):
+    """Counts the operations run, forward and backward, and the largest tensor they return."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.numel = 0
+        self.calls = self.numel = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.calls += 1
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, tuple | list) else [out]:
             if isinstance(t, torch.Tensor):
@@ -245,9 +246,9 @@ class LargestTensor(TorchDispatchMode):
 
 def largest_tensor(path: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> int:
     q = args[0].clone().requires_grad_(True)
-    with LargestTensor() as mode:
+    with Ops() as ops:
         path(q, *args[1:], **kwargs).sum().backward()
-    return mode.numel
+    return ops.numel
 
 
 def test_no_tensor_of_size_m_times_d(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -271,24 +272,13 @@ def test_no_tensor_of_size_m_times_d(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_does_not_loop_over_the_batch() -> None:
-    class Count(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.calls = 0
-
-        def __torch_dispatch__(
-            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
-        ) -> Any:
-            self.calls += 1
-            return func(*args, **(kwargs or {}))
-
     calls = []
     for b in (2, 64):
-        with Count() as c:
+        with Ops() as ops:
             q = randn(b, 8, seed=16).requires_grad_(True)
             spec = SYNCO_V2.replace(n_hard=16)
             synthetic_logits(q, randn(100, 8, seed=17), spec, generator=gen(0)).sum().backward()
-        calls.append(c.calls)
+        calls.append(ops.calls)
     assert calls[0] == calls[1]
 
 
