@@ -377,6 +377,7 @@ def raw_loader(
     workers: int,
     decode_in_worker: bool = False,
     prefetch_factor: int = 4,
+    generator: torch.Generator | None = None,
 ) -> DataLoader[RawSample]:
     """A DataLoader of :class:`RawBatch` for :class:`GpuTwoViewPipeline`.
 
@@ -386,6 +387,7 @@ def raw_loader(
         workers: DataLoader worker processes (they only read files and run the PIL fallback).
         decode_in_worker: Decode JPEGs in the workers (for a CPU device).
         prefetch_factor: Batches loaded ahead per worker.
+        generator: The stream the workers' base seed is drawn from (default: the global one).
 
     Returns:
         The loader (not pinned: the JPEG bytes are read by the decoder on the host).
@@ -395,6 +397,7 @@ def raw_loader(
         batch_sampler=batch_sampler,
         num_workers=workers,
         collate_fn=collate_raw,
+        generator=generator,
         persistent_workers=workers > 0,
         prefetch_factor=prefetch_factor if workers > 0 else None,
     )

@@ -1,0 +1,159 @@
+"""Resuming a run: where it continues, and that it continues exactly.
+
+A run stopped and resumed must end in the state an uninterrupted run reaches: every weight,
+the EMA target, the queues, the optimizer, the generators, the sampler position, the random
+streams and every logged number. The configurations here are the ones that draw the most
+randomness: a depth of 2 so that drop-path is active (the methods' default rates), DataLoader
+workers, a real/synthetic mix, the jointly learned generators, and a stop mid-epoch whose
+continuation crosses an epoch boundary.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from reference_trainer.cli import app
+
+from .conftest import write_image_folder
+
+#: Two blocks, so that the second one has drop-path (rate = the preset's: 0.2 MoBY, 0.1 MoCo v3).
+DEPTH_2 = [
+    "--arch",
+    "deit_s",
+    "--depth",
+    "2",
+    "--embed-dim",
+    "32",
+    "--num-heads",
+    "2",
+    "--proj-hidden",
+    "64",
+    "--proj-dim",
+    "32",
+]
+
+
+def invoke(runner: CliRunner, args: list[str], code: int = 0) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, (
+        f"exit {result.exit_code}, expected {code}:\n{result.output}\n{result.exception!r}"
+    )
+    return result.output
+
+
+def records(run: Path) -> list[dict[str, Any]]:
+    """The metrics lines without the wall-clock throughput (the only field allowed to differ)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "img_per_s"} for line in lines]
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a nested checkpoint (dicts, lists, tuples), keyed by its path."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out |= flatten(item, f"{prefix}{key}.")
+        return out
+    if isinstance(value, list | tuple):
+        out = {}
+        for i, item in enumerate(value):
+            out |= flatten(item, f"{prefix}{i}.")
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def assert_same_state(a: Path, b: Path, parts: tuple[str, ...] = ()) -> None:
+    """Two run directories hold bit-identical checkpoints (the config's paths aside)."""
+    sa = torch.load(a / "checkpoint.pt", weights_only=False)
+    sb = torch.load(b / "checkpoint.pt", weights_only=False)
+    for state in (sa, sb):
+        del state["config"]["out"], state["config"]["resume"], state["config"]["stop_at"]
+    fa, fb = flatten(sa), flatten(sb)
+    assert fa.keys() == fb.keys()
+    for key, value in fa.items():
+        other = fb[key]
+        same = (
+            value.dtype == other.dtype and torch.equal(value, other)
+            if isinstance(value, torch.Tensor)
+            else value == other
+        )
+        assert same, f"{key} differs"
+    # what is compared is what matters: each part of the run is there
+    for part in ("online.", "target.", "optimizer.state.", "sampler.", "rng.0.torch", *parts):
+        assert any(k.startswith(part) for k in fa), part
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative paths (the default --out) land in the test's directory."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def mix(tmp_path: Path) -> list[str]:
+    """A real image folder (24 images) and a synthetic one (12) mixed half and half."""
+    real = write_image_folder(tmp_path / "real", per_class=8)
+    synth = write_image_folder(tmp_path / "synth", classes=2, per_class=6, size=40)
+    return [
+        "--dataset",
+        "imagefolder",
+        "--data",
+        str(real),
+        "--synthetic-data",
+        str(synth),
+        "--synthetic-fraction",
+        "0.5",
+        "--img-size",
+        "32",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["moby", "mocov3"])
+def test_resume_is_bit_exact_with_drop_path_workers_mix_and_generators(
+    runner: CliRunner, tmp_path: Path, mix: list[str], method: str
+) -> None:
+    """Stop at step 3 of 8 (mid-epoch: 36 images, batch 8, 4 steps an epoch), resume to 8."""
+    common = [
+        *DEPTH_2,
+        *mix,
+        "--method",
+        method,
+        "--negatives",
+        "synco-v2",
+        "--generator",
+        "both",
+        "--batch-size",
+        "8",
+        "--queue-size",
+        "32",
+        "--steps",
+        "8",
+        "--workers",
+        "2",
+        "--log-every",
+        "1",
+        "--hardness-every",
+        "2",
+        "--checkpoint-every",
+        "100",
+    ]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    invoke(runner, ["run", *common, "--out", str(straight)])
+    invoke(runner, ["run", *common, "--out", str(split), "--stop-at", "3"])
+    halfway = torch.load(split / "checkpoint.pt", weights_only=False)
+    assert halfway["step"] == 3 and halfway["config"]["drop_path"] > 0
+    invoke(runner, ["run", *common, "--out", str(split), "--resume", str(split)])
+    queues = ("method.queue1.keys", "method.queue2.tags") if method == "moby" else ()
+    assert_same_state(straight, split, ("joint.", *queues))
+    assert records(straight) == records(split)
+    assert [r["step"] for r in records(split)] == list(range(1, 9))
+    end = torch.load(split / "checkpoint.pt", weights_only=False)
+    key = "encoder.backbone.blocks.1.mlp.fc1.weight"  # the block with drop-path trained on
+    assert not torch.equal(end["online"][key], halfway["online"][key])
