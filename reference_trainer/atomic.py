@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -50,3 +51,26 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, sync_dir: b
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(directory: Path, names: tuple[str, ...]) -> list[Path]:
+    """Remove the temporary files that :func:`write_atomic` left for ``names`` in ``directory``.
+
+    A process killed during a write (SIGKILL, power loss) leaves its ``.<name>.<random>.tmp``
+    behind; call this where no other process writes those files (the run directory under its
+    lock). Only files of exactly that pattern are removed.
+
+    Returns:
+        The removed files.
+    """
+    pattern = re.compile(
+        r"\.(?:" + "|".join(re.escape(name) for name in names) + r")\.[A-Za-z0-9_]+\.tmp"
+    )
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if entry.is_file(follow_symlinks=False) and pattern.fullmatch(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed

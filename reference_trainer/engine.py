@@ -20,8 +20,10 @@ check, so the last checkpoint always precedes a non-finite loss.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -48,9 +50,11 @@ from .config import (
 from .data.pipeline import TrainData, build_train_data
 from .devices import resolve_device
 from .diagnostics import Source, hardness, tag_generated
+from .errors import ConfigError
 from .methods import Embeddings, MethodOutput, StepContext
 from .models import ema_update
 from .reporting import MetricsLogger, Pending, StepInfo, progress_display, records, truncate_metrics
+from .runlock import RunLock
 
 
 class NonFiniteLossError(RuntimeError):
@@ -90,13 +94,24 @@ class Trainer:
         self.device = device
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.main = self.rank == 0
-        self.run_dir = Path(cfg.out)
+        self.lock: RunLock | None = None
+        # Everything is checked before the run directory is created: options, the resumed
+        # checkpoint, the directory itself, the data, the resolved schedule and the networks.
         state = None
         if cfg.resume is not None:
             state = ckpt.load(cfg.resume, map_location="cpu")
+            run_dir = ckpt.run_directory(cfg.out, cfg.resume)
             cfg = merge_resume_config(TrainConfig.from_dict(state["config"]), cfg)
-        check_options(cfg, world_size=self.world)  # before anything is written or read
-        ckpt.prepare_run_dir(self.run_dir, resuming=state is not None, main=self.main)
+            if cfg.stop_at is not None and cfg.stop_at <= state["step"]:
+                raise ConfigError(
+                    f"--stop-at {cfg.stop_at} is not after the checkpoint's step {state['step']}"
+                )
+        else:
+            run_dir = ckpt.run_directory(cfg.out, None)
+        cfg = dataclasses.replace(cfg, out=str(run_dir))
+        self.run_dir = run_dir
+        check_options(cfg, world_size=self.world)
+        ckpt.check_run_dir(run_dir, resuming=state is not None)
         self.data: TrainData = build_train_data(
             cfg, rank=self.rank, world_size=self.world, device=device
         )
@@ -124,8 +139,22 @@ class Trainer:
                     f"[yellow]resuming a {len(state['rng'])}-rank checkpoint on {self.world} "
                     "ranks: random streams are reseeded, so the continuation is not bit-exact[/]"
                 )
-            if self.main:
-                truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        # Only now is anything written: the directory, its lock, and on resume the logs cut
+        # back to the checkpoint.
+        _on_every_rank(lambda: self._claim(resuming=state is not None), self.device)
+
+    def _claim(self, *, resuming: bool) -> None:
+        if not self.main:
+            return
+        self.lock = ckpt.claim_run_dir(self.run_dir, resuming=resuming)
+        if resuming:
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+
+    def close(self) -> None:
+        """Release the run directory (the lock also ends with the process)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # ---------------------------------------------------------------------------- state
 
@@ -213,7 +242,7 @@ class Trainer:
         if self.main:
             save_config(cfg, self.run_dir / "config.yaml")
             self._describe()
-        logger = MetricsLogger(self.run_dir, enabled=self.main)
+        logger = MetricsLogger(self.run_dir, enabled=self.main, resumed_step=self.step)
         stop_requested = _StopFlag()
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         pending: list[Pending] = []
@@ -300,6 +329,7 @@ class Trainer:
                     epoch=self.data.sampler.epoch,
                 )
                 if ckpt_due or halt:
+                    logger.flush()
                     self.save(consumed)
                 if halt:
                     raise Interrupted(
@@ -358,12 +388,34 @@ def train(
     device = resolve_device(cfg.device)
     with process_group(device):
         trainer = Trainer(cfg, device, console)
-        return trainer.run(show_progress=show_progress)
+        try:
+            return trainer.run(show_progress=show_progress)
+        finally:
+            trainer.close()
 
 
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _on_every_rank(action: Callable[[], None], device: torch.device) -> None:
+    """Run ``action`` on every rank; if it fails on any, fail on all (no rank waits forever
+    in a collective for one that gave up)."""
+    error: Exception | None = None
+    try:
+        action()
+    except Exception as e:  # raised below, after the other ranks know
+        error = e
+    failed = error is not None
+    if distributed.world_size() > 1:
+        flag = torch.tensor(float(failed), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        failed = bool(flag.item())
+    if error is not None:
+        raise error
+    if failed:
+        raise ConfigError("another rank could not prepare the run; see its error")
 
 
 def _agree(nonfinite: Tensor, stop: bool, device: torch.device) -> tuple[bool, bool]:

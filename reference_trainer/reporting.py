@@ -23,6 +23,8 @@ from torch import Tensor
 
 from syn2co import distributed
 
+from .atomic import write_atomic
+
 __all__ = [
     "MetricsLogger",
     "Pending",
@@ -86,9 +88,16 @@ def records(pending: list[Pending], rate: float, device: torch.device) -> list[d
 
 
 class MetricsLogger:
-    """JSON lines per step in ``metrics.jsonl``, and TensorBoard when it is installed."""
+    """JSON lines per step in ``metrics.jsonl``, and TensorBoard when it is installed.
 
-    def __init__(self, run_dir: Path, *, enabled: bool) -> None:
+    Args:
+        run_dir: The run directory.
+        enabled: Write anything (the main rank only).
+        resumed_step: The step of the checkpoint a resumed run starts from: TensorBoard then
+            discards what the interrupted run logged after it (the steps are logged again).
+    """
+
+    def __init__(self, run_dir: Path, *, enabled: bool, resumed_step: int = 0) -> None:
         self.enabled = enabled
         self.file = open(run_dir / "metrics.jsonl", "a") if enabled else None  # noqa: SIM115
         self.tb: Any = None
@@ -96,7 +105,8 @@ class MetricsLogger:
             with contextlib.suppress(ImportError):
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+                purge = resumed_step + 1 if resumed_step > 0 else None
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
 
     def write(self, record: dict[str, Any]) -> None:
         if self.file is None:
@@ -108,6 +118,11 @@ class MetricsLogger:
                 if key != "step" and isinstance(value, float) and math.isfinite(value):
                     self.tb.add_scalar(key, value, record["step"])
 
+    def flush(self) -> None:
+        """Put everything logged so far on disk (before a checkpoint: what it covers stays)."""
+        if self.tb is not None:
+            self.tb.flush()
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
@@ -116,7 +131,8 @@ class MetricsLogger:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop the lines an interrupted run logged after its last checkpoint."""
+    """Drop the lines an interrupted run logged after its last checkpoint (and a torn last
+    line); the file is replaced atomically, so a kill meanwhile loses nothing."""
     if not path.exists():
         return
     keep = []
@@ -126,7 +142,8 @@ def truncate_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError, TypeError):
             continue
-    path.write_text("".join(line + "\n" for line in keep))
+    text = "".join(line + "\n" for line in keep)
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def progress_display(console: Console, *, enabled: bool) -> Progress:

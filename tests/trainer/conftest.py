@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,6 +65,29 @@ def tiny_run(out: Path, *extra: str, arch: list[str] = TINY_DEIT) -> list[str]:
         "2",
         *extra,
     ]
+
+
+def train_command(run: Path, *extra: str) -> list[str]:
+    """``syn2co-train run`` of the tiny model as a real process (this checkout's code)."""
+    return [sys.executable, "-m", "reference_trainer.cli", *tiny_run(run, *extra)]
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child process that imports this checkout's packages."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}
+
+
+def wait_for(
+    condition: Callable[[], bool], process: subprocess.Popen[bytes], seconds: float = 120
+) -> None:
+    """Poll ``condition`` until it holds; fail if ``process`` ends first or time runs out."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from reference_trainer.cli import app
 
-from .conftest import write_image_folder
+from .conftest import tiny_run, write_image_folder
 
 #: Two blocks, so that the second one has drop-path (rate = the preset's: 0.2 MoBY, 0.1 MoCo v3).
 DEPTH_2 = [
@@ -157,3 +157,43 @@ def test_resume_is_bit_exact_with_drop_path_workers_mix_and_generators(
     end = torch.load(split / "checkpoint.pt", weights_only=False)
     key = "encoder.backbone.blocks.1.mlp.fc1.weight"  # the block with drop-path trained on
     assert not torch.equal(end["online"][key], halfway["online"][key])
+
+
+def args_without_out(run: Path, *extra: str) -> list[str]:
+    """``tiny_run``'s arguments with ``--out`` left out."""
+    args = tiny_run(run, *extra)
+    return [args[0], *args[3:]]
+
+
+def test_resume_continues_in_the_resumed_directory(runner: CliRunner, tmp_path: Path) -> None:
+    """``--resume runs/x`` without ``--out`` continues runs/x, not the default runs/syn2co."""
+    other = tmp_path / "runs" / "syn2co"  # the default --out, holding another run
+    invoke(runner, args_without_out(other, "--steps", "2"))
+    before = (other / "checkpoint.pt").read_bytes()
+    run = tmp_path / "runs" / "x"
+    invoke(runner, [*tiny_run(run, "--steps", "4"), "--stop-at", "2"])
+    invoke(runner, [*args_without_out(run, "--steps", "4"), "--resume", "runs/x"])
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 4
+    assert [r["step"] for r in records(run)] == [1, 2, 3, 4]
+    assert (other / "checkpoint.pt").read_bytes() == before  # the other run is untouched
+
+
+def test_resume_from_a_checkpoint_file_continues_beside_it(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    run = tmp_path / "x"
+    invoke(runner, [*tiny_run(run, "--steps", "4"), "--stop-at", "2"])
+    # --out naming the same directory (another spelling of it) is accepted
+    spelled = str(tmp_path / "x" / ".." / "x")
+    invoke(runner, ["run", "--resume", str(run / "checkpoint.pt"), "--out", spelled])
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 4
+
+
+def test_resume_into_another_directory_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    run, elsewhere = tmp_path / "x", tmp_path / "y"
+    invoke(runner, [*tiny_run(run, "--steps", "4"), "--stop-at", "2"])
+    out = invoke(runner, ["run", "--resume", str(run), "--out", str(elsewhere)], code=1)
+    line = out.strip().splitlines()[-1]
+    assert line.startswith("error:") and str(elsewhere) in line and str(run) in line, out
+    assert not elsewhere.exists()
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 2
