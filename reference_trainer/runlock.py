@@ -2,7 +2,8 @@
 
 The lock is ``fcntl.flock`` on ``RUN/.lock``. The kernel releases it when the process ends,
 however it ends (SIGKILL and out-of-memory kills included), so a dead run never leaves a stale
-lock; the file itself stays and only says who held it last (``PID@host``). ``flock`` works
+lock; forked children (DataLoader workers) do not keep it. The file itself stays and only says
+who held it last (``PID@host``). ``flock`` works
 between processes on one machine and, on Linux, on NFS (emulated with byte-range locks).
 """
 
@@ -19,6 +20,21 @@ from .errors import ConfigError
 __all__ = ["LOCK_NAME", "RunLock", "check_free", "holder"]
 
 LOCK_NAME = ".lock"
+
+#: Descriptors of the locks this process holds. A forked child (a DataLoader worker) closes its
+#: copies at once: a flock belongs to the open file, so a worker outliving its killed parent
+#: would otherwise keep the directory locked.
+_held: set[int] = set()
+
+
+def _close_in_child() -> None:
+    for fd in _held:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 class RunLock:
@@ -57,13 +73,15 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
         self._fd = fd
+        _held.add(fd)
         return self
 
     def release(self) -> None:
         """Let go of the lock (the file stays: removing it would race with a new holder)."""
-        if self._fd is not None:
+        if self._fd is not None and self._fd in _held:  # not in a forked child
+            _held.discard(self._fd)
             os.close(self._fd)
-            self._fd = None
+        self._fd = None
 
     def __enter__(self) -> RunLock:
         return self.acquire()
