@@ -56,7 +56,8 @@ def _one_line(error: BaseException) -> str:
 
 
 def friendly(fn: F) -> F:
-    """Turn the errors a user can fix into one red line and exit code 1 (130 on interrupt)."""
+    """Turn the errors a user can fix into one red line and exit code 1; a run stopped by a
+    signal exits with 128 + its number (130 SIGINT, 143 SIGTERM, 138 SIGUSR1)."""
     from .engine import Interrupted, NonFiniteLossError
 
     @functools.wraps(fn)
@@ -64,8 +65,8 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except Interrupted as e:
-            console.print(f"[yellow]interrupted:[/] {_one_line(e)}")
-            raise typer.Exit(130) from None
+            console.print(f"[yellow]interrupted:[/] {_one_line(e)}", soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
         except (
             ConfigError,
             DatasetError,
@@ -147,6 +148,8 @@ def _run(config: Path | None = None, **options: Any) -> None:
 
     cfg = config_from_options(config, options)
     summary = train(cfg, console=console)
+    if not summary.main:  # under torchrun, the main rank reports for all
+        return
     table = Table(title="pretraining done", show_header=False)
     table.add_row("run directory", str(summary.run_dir))
     table.add_row("steps", f"{summary.step}/{summary.total_steps}")

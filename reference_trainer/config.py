@@ -151,6 +151,9 @@ class TrainConfig:
     compile: bool = _opt("torch.compile the online and target networks.", False)
     checkpoint_every: int = _opt("Save a checkpoint every N steps (and at the end).", 500)
     log_every: int = _opt("Write metrics and check the loss every N steps.", 10)
+    progress_every: int = _opt(
+        "Without a terminal (batch jobs), print a progress line every N steps.", 100
+    )
     hardness_every: int = _opt("Log syn2co.diagnostics hardness stats every N steps.", 100)
     check_inputs: bool = _opt(
         "Run syn2co's NaN/inf input checks in every call (a GPU sync each; the loop itself "
@@ -395,7 +398,14 @@ def check_options(cfg: TrainConfig, *, world_size: int = 1) -> type[Method]:
         raise ConfigError(f"--method: {e.args[0]}") from None
     _check_positive(cfg, ("batch_size", "img_size", "proj_hidden", "proj_dim", "builtin_size"))
     _check_positive(
-        cfg, ("checkpoint_every", "log_every", "hardness_every", "generator_grid_every")
+        cfg,
+        (
+            "checkpoint_every",
+            "log_every",
+            "progress_every",
+            "hardness_every",
+            "generator_grid_every",
+        ),
     )
     if not 0 < cfg.generator_fraction <= 1:
         raise ConfigError(f"--generator-fraction must be in (0, 1], got {cfg.generator_fraction}")
@@ -494,6 +504,7 @@ RESUMABLE_OVERRIDES = frozenset(
         "out",
         "workers",
         "log_every",
+        "progress_every",
         "checkpoint_every",
         "hardness_every",
         "stop_at",

@@ -9,8 +9,10 @@ reduced over the ranks in one collective.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from .atomic import write_atomic
 __all__ = [
     "MetricsLogger",
     "Pending",
+    "RunProgress",
     "StepInfo",
     "progress_display",
     "records",
@@ -159,3 +162,57 @@ def progress_display(console: Console, *, enabled: bool) -> Progress:
         disable=not enabled,
         transient=False,
     )
+
+
+class RunProgress:
+    """What a person watching a run sees: a live bar on a terminal; without one (a batch job's
+    log file) a plain line every ``every`` steps and at the last step.
+
+    Args:
+        console: Where to print (the main rank's).
+        total: The run's total steps.
+        done: Steps done before this process started (a resumed run).
+        every: Steps between two lines without a terminal.
+        enabled: Show anything (the main rank only).
+    """
+
+    def __init__(
+        self, console: Console, *, total: int, done: int, every: int, enabled: bool
+    ) -> None:
+        self.console = console
+        self.total = total
+        self.every = every
+        self.enabled = enabled
+        self.live = enabled and console.is_terminal
+        self.bar = progress_display(console, enabled=self.live)
+        self.task = self.bar.add_task(
+            "pretraining", total=total, completed=done, loss=math.nan, lr=0.0, rate=0.0, epoch=0
+        )
+        self._next_line = (done // every + 1) * every
+        self._start = (done, time.perf_counter())
+
+    def __enter__(self) -> RunProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def update(
+        self, step: int, *, loss: float, lr: float, rate: float, epoch: int, last: bool
+    ) -> None:
+        """The run reached ``step`` (at a metrics flush); ``last``: it stops there."""
+        self.bar.update(self.task, completed=step, loss=loss, lr=lr, rate=rate, epoch=epoch)
+        if not self.enabled or self.live or not (step >= self._next_line or last):
+            return
+        self._next_line = (step // self.every + 1) * self.every
+        first, t0 = self._start
+        per_step = (time.perf_counter() - t0) / max(step - first, 1)
+        left = datetime.timedelta(seconds=round(per_step * (self.total - step)))
+        self.console.print(
+            f"step {step}/{self.total} ({100 * step / self.total:.0f}%) | epoch {epoch} | "
+            f"loss {loss:.4f} | lr {lr:.2e} | {rate:.0f} img/s | {left} left",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )

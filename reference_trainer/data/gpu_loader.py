@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -378,6 +378,7 @@ def raw_loader(
     decode_in_worker: bool = False,
     prefetch_factor: int = 4,
     generator: torch.Generator | None = None,
+    worker_init_fn: Callable[[int], None] | None = None,
 ) -> DataLoader[RawSample]:
     """A DataLoader of :class:`RawBatch` for :class:`GpuTwoViewPipeline`.
 
@@ -388,6 +389,7 @@ def raw_loader(
         decode_in_worker: Decode JPEGs in the workers (for a CPU device).
         prefetch_factor: Batches loaded ahead per worker.
         generator: The stream the workers' base seed is drawn from (default: the global one).
+        worker_init_fn: Called in each worker at its start.
 
     Returns:
         The loader (not pinned: the JPEG bytes are read by the decoder on the host).
@@ -398,6 +400,7 @@ def raw_loader(
         num_workers=workers,
         collate_fn=collate_raw,
         generator=generator,
+        worker_init_fn=worker_init_fn,
         persistent_workers=workers > 0,
         prefetch_factor=prefetch_factor if workers > 0 else None,
     )

@@ -22,6 +22,7 @@ from syn2co.samplers import MixedDataset, MixedSourceBatchSampler, RatioSchedule
 from ..config import Resolved, TrainConfig, check_mixing
 from ..errors import ConfigError
 from ..seeds import Stream, hashed_seed, stream_seed, torch_generator
+from ..signals import ignore_stop_signals
 from .base import ImageDataset
 from .datasets import build_dataset
 from .gpu_loader import GpuTwoViewPipeline, raw_loader, resolve_loader
@@ -178,6 +179,7 @@ class TrainData:
                 workers=cfg.workers,
                 decode_in_worker=self.device.type != "cuda",
                 generator=generator,
+                worker_init_fn=ignore_stop_signals,
             )
             return
         transform = TwoViewTransform(AugmentationConfig.for_size(cfg.img_size))
@@ -186,6 +188,7 @@ class TrainData:
             batch_sampler=batches,
             num_workers=cfg.workers,
             generator=generator,
+            worker_init_fn=ignore_stop_signals,  # the main process stops them after a checkpoint
             collate_fn=collate_two_views,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=cfg.workers > 0,
