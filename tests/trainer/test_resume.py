@@ -10,9 +10,7 @@ continuation crosses an epoch boundary.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -20,23 +18,7 @@ from typer.testing import CliRunner
 
 from reference_trainer.cli import app
 
-from .conftest import tiny_run, write_image_folder
-
-#: Two blocks, so that the second one has drop-path (rate = the preset's: 0.2 MoBY, 0.1 MoCo v3).
-DEPTH_2 = [
-    "--arch",
-    "deit_s",
-    "--depth",
-    "2",
-    "--embed-dim",
-    "32",
-    "--num-heads",
-    "2",
-    "--proj-hidden",
-    "64",
-    "--proj-dim",
-    "32",
-]
+from .conftest import TINY_DEIT_2, assert_same_state, records, tiny_run, write_image_folder
 
 
 def invoke(runner: CliRunner, args: list[str], code: int = 0) -> str:
@@ -45,48 +27,6 @@ def invoke(runner: CliRunner, args: list[str], code: int = 0) -> str:
         f"exit {result.exit_code}, expected {code}:\n{result.output}\n{result.exception!r}"
     )
     return result.output
-
-
-def records(run: Path) -> list[dict[str, Any]]:
-    """The metrics lines without the wall-clock throughput (the only field allowed to differ)."""
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "img_per_s"} for line in lines]
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Every leaf of a nested checkpoint (dicts, lists, tuples), keyed by its path."""
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out |= flatten(item, f"{prefix}{key}.")
-        return out
-    if isinstance(value, list | tuple):
-        out = {}
-        for i, item in enumerate(value):
-            out |= flatten(item, f"{prefix}{i}.")
-        return out
-    return {prefix.rstrip("."): value}
-
-
-def assert_same_state(a: Path, b: Path, parts: tuple[str, ...] = ()) -> None:
-    """Two run directories hold bit-identical checkpoints (the config's paths aside)."""
-    sa = torch.load(a / "checkpoint.pt", weights_only=False)
-    sb = torch.load(b / "checkpoint.pt", weights_only=False)
-    for state in (sa, sb):
-        del state["config"]["out"], state["config"]["resume"], state["config"]["stop_at"]
-    fa, fb = flatten(sa), flatten(sb)
-    assert fa.keys() == fb.keys()
-    for key, value in fa.items():
-        other = fb[key]
-        same = (
-            value.dtype == other.dtype and torch.equal(value, other)
-            if isinstance(value, torch.Tensor)
-            else value == other
-        )
-        assert same, f"{key} differs"
-    # what is compared is what matters: each part of the run is there
-    for part in ("online.", "target.", "optimizer.state.", "sampler.", "rng.0.torch", *parts):
-        assert any(k.startswith(part) for k in fa), part
 
 
 @pytest.fixture(autouse=True)
@@ -121,7 +61,7 @@ def test_resume_is_bit_exact_with_drop_path_workers_mix_and_generators(
 ) -> None:
     """Stop at step 3 of 8 (mid-epoch: 36 images, batch 8, 4 steps an epoch), resume to 8."""
     common = [
-        *DEPTH_2,
+        *TINY_DEIT_2,
         *mix,
         "--method",
         method,
