@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_type_hints
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .checkpoint import CheckpointError
-from .config import Negatives, TrainConfig, load_config_file
+from .config import Dataset, Negatives, TrainConfig, load_config_file
 from .data.base import DatasetError
 from .devices import resolve_device
 from .errors import ConfigError
@@ -134,12 +135,42 @@ def _run_parameters() -> list[inspect.Parameter]:
 
 
 def config_from_options(config: Path | None, options: dict[str, Any]) -> TrainConfig:
-    """Defaults, then the config file, then the options given on the command line."""
+    """Defaults, then the config file, then the options given on the command line.
+
+    ``--data`` without ``--dataset`` (in neither) means an image folder, never the built-in
+    default; a resumed run keeps its own dataset.
+    """
     cfg = TrainConfig()
+    named: set[str] = set()
     if config is not None:
-        cfg = cfg.updated(load_config_file(config), source=f"--config {config}")
+        values = load_config_file(config)
+        cfg = cfg.updated(values, source=f"--config {config}")
+        named = {str(key).replace("-", "_") for key in values}
     given = {k: v for k, v in options.items() if v is not None}
-    return cfg.updated(given, source="command line")
+    cfg = cfg.updated(given, source="command line")
+    if cfg.data is not None and "dataset" not in named | set(given) and cfg.resume is None:
+        cfg = cfg.updated({"dataset": infer_dataset(cfg.data)})
+    return cfg
+
+
+def infer_dataset(data: str) -> str:
+    """The ``--dataset`` of a ``--data`` directory given alone: ``imagefolder`` when it holds
+    class folders of images, else a one-line error asking for ``--dataset``."""
+    from .data.datasets import IMAGE_EXTENSIONS
+
+    root = Path(data)
+    formats = ", ".join(d for d in get_args(Dataset) if d != "builtin")
+    ask = f"pass --dataset ({formats})"
+    if not root.is_dir():
+        raise ConfigError(f"--data {data}: no such directory; {ask}")
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        with os.scandir(folder) as entries:
+            if any(Path(e.name).suffix.lower() in IMAGE_EXTENSIONS for e in entries):
+                return "imagefolder"
+    raise ConfigError(
+        f"--data {data} holds no class folders of images (DATA/<class>/<image>) for "
+        f"--dataset imagefolder; {ask}"
+    )
 
 
 @friendly

@@ -458,6 +458,11 @@ def check_options(cfg: TrainConfig, *, world_size: int = 1) -> type[Method]:
         raise ConfigError("--negatives-end must be larger than --negatives-start")
     if cfg.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
+    if cfg.dataset == "builtin" and cfg.data is not None:
+        raise ConfigError(
+            f"--data {cfg.data} is given but --dataset builtin reads no files; pass the format "
+            f"of --data with --dataset (imagefolder, cifar10, ...)"
+        )
     check_mixing(cfg)
     return method
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -158,3 +159,75 @@ def test_random_options_run_or_fail_in_one_line(options: dict[str, Any]) -> None
         event(line.split()[1])  # the option or the kind of error (--hypothesis-show-statistics)
         if "NaN or infinite" not in line:  # a diverged run did start; anything else is input
             assert not (Path(tmp) / "runs").exists(), line
+
+
+# --------------------------------------------------------------------------------------------
+# --data without --dataset
+# --------------------------------------------------------------------------------------------
+
+
+def data_args(out: Path, *extra: str) -> list[str]:
+    """A tiny run that names no --dataset."""
+    return [
+        "run",
+        "--out",
+        str(out),
+        *TINY_DEIT,
+        "--img-size",
+        "32",
+        "--workers",
+        "0",
+        "--batch-size",
+        "8",
+        "--queue-size",
+        "32",
+        "--steps",
+        "2",
+        *extra,
+    ]
+
+
+def test_data_without_dataset_trains_on_the_image_folder(runner: CliRunner, tmp_path: Path) -> None:
+    data = write_image_folder(tmp_path / "train", classes=3, per_class=8)
+    out = tmp_path / "run"
+    result = runner.invoke(app, data_args(out, "--data", str(data)))
+    assert result.exit_code == 0, result.output
+    assert "24 images" in result.output  # not the 10,000 built-in shapes
+    assert yaml.safe_load((out / "config.yaml").read_text())["dataset"] == "imagefolder"
+
+
+def test_data_without_dataset_in_a_config_file(runner: CliRunner, tmp_path: Path) -> None:
+    data = write_image_folder(tmp_path / "train", classes=2, per_class=8)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data: {data}\n")
+    out = tmp_path / "run"
+    result = runner.invoke(app, [*data_args(out), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["dataset"] == "imagefolder"
+
+
+@pytest.mark.parametrize("layout", ["empty", "files only", "missing"])
+def test_data_that_is_no_image_folder_needs_dataset(
+    runner: CliRunner, tmp_path: Path, layout: str
+) -> None:
+    data = tmp_path / "cifar"
+    if layout != "missing":
+        data.mkdir()
+    if layout == "files only":
+        (data / "data_batch_1").write_bytes(b"\0" * 64)
+        write_image_folder(data / "notes", classes=0)  # a folder without images
+    out = tmp_path / "run"
+    result = runner.invoke(app, data_args(out, "--data", str(data)))
+    assert result.exit_code == 1
+    line = one_line_error(result.output)
+    assert f"--data {data}" in line and "--dataset" in line
+    assert not out.exists()
+
+
+def test_data_with_the_builtin_dataset_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    data = write_image_folder(tmp_path / "train", classes=2, per_class=8)
+    out = tmp_path / "run"
+    result = runner.invoke(app, data_args(out, "--data", str(data), "--dataset", "builtin"))
+    assert result.exit_code == 1
+    assert "--dataset builtin reads no files" in one_line_error(result.output)
+    assert not out.exists()
