@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -17,36 +18,29 @@ import torch
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-#: A model small enough for a few CPU steps per second: one block of width 32.
-TINY_DEIT = [
-    "--arch",
-    "deit_s",
-    "--depth",
-    "1",
-    "--embed-dim",
-    "32",
-    "--num-heads",
-    "2",
-    "--proj-hidden",
-    "64",
-    "--proj-dim",
-    "32",
-]
+
+def tiny_deit(depth: int) -> list[str]:
+    """A DeiT of ``depth`` blocks of width 32: a few CPU steps per second."""
+    return [
+        "--arch",
+        "deit_s",
+        "--depth",
+        str(depth),
+        "--embed-dim",
+        "32",
+        "--num-heads",
+        "2",
+        "--proj-hidden",
+        "64",
+        "--proj-dim",
+        "32",
+    ]
+
+
+#: One block (timm gives the only block no drop-path).
+TINY_DEIT = tiny_deit(1)
 #: Two blocks, so that the second one has drop-path (rate = the preset's: 0.2 MoBY, 0.1 MoCo v3).
-TINY_DEIT_2 = [
-    "--arch",
-    "deit_s",
-    "--depth",
-    "2",
-    "--embed-dim",
-    "32",
-    "--num-heads",
-    "2",
-    "--proj-hidden",
-    "64",
-    "--proj-dim",
-    "32",
-]
+TINY_DEIT_2 = tiny_deit(2)
 TINY_SWIN = [
     "--arch",
     "swin_t",
@@ -148,6 +142,24 @@ def assert_same_state(a: Path, b: Path, parts: tuple[str, ...] = ()) -> None:
     # what is compared is what matters: each part of the run is there
     for part in ("online.", "target.", "optimizer.state.", "sampler.", "rng.0.torch", *parts):
         assert any(k.startswith(part) for k in fa), part
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def become_rank(rank: int, port: int, world_size: int = 2) -> None:
+    """Give this process the environment ``torchrun`` gives ``rank`` on this machine."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world_size),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

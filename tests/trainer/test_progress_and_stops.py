@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +19,11 @@ from typer.testing import CliRunner
 
 from reference_trainer import engine
 from reference_trainer.cli import app
-from reference_trainer.config import TrainConfig
 from reference_trainer.data.pipeline import TrainData
 from reference_trainer.engine import Interrupted, TrainSummary, train
 
-from .conftest import assert_same_state, records, tiny_run
+from .conftest import assert_same_state, become_rank, free_port, records, tiny_run
+from .test_ddp import config as two_rank_config
 
 
 def test_progress_lines_without_a_terminal(runner: CliRunner, tmp_path: Path) -> None:
@@ -82,48 +81,18 @@ def test_a_worker_dying_while_a_batch_is_awaited_keeps_the_last_step(
 # --------------------------------------------------------------------------------------------
 
 
-def ddp_config(out: Path) -> TrainConfig:
-    return TrainConfig.from_dict(
-        {
-            "arch": "deit_s",
-            "depth": 1,
-            "embed_dim": 32,
-            "num_heads": 2,
-            "proj_hidden": 64,
-            "proj_dim": 32,
-            "builtin_size": 64,
-            "workers": 0,
-            "batch_size": 16,
-            "queue_size": 64,
-            "steps": 10_000,
-            "log_every": 4,
-            "checkpoint_every": 10_000,
-            "out": str(out),
-        }
-    )
-
-
 def rank_main(rank: int, port: int, root: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE="2",
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+    become_rank(rank, port)
     outcome: dict[str, Any] = {}
     try:
-        train(ddp_config(Path(root) / "run"), show_progress=False)
+        # a long run of the tiny two-rank model: it stops on the signal only
+        cfg = two_rank_config(Path(root) / "run", "moby").updated(
+            {"steps": 10_000, "log_every": 4, "checkpoint_every": 10_000}
+        )
+        train(cfg, show_progress=False)
     except Interrupted as e:
         outcome = {"signum": e.signum, "message": str(e)}
     (Path(root) / f"rank{rank}.json").write_text(json.dumps(outcome))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow

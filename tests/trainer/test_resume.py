@@ -136,4 +136,6 @@ def test_resume_into_another_directory_is_refused(runner: CliRunner, tmp_path: P
     line = out.strip().splitlines()[-1]
     assert line.startswith("error:") and str(elsewhere) in line and str(run) in line, out
     assert not elsewhere.exists()
+    out = invoke(runner, ["run", "--resume", str(run), "--stop-at", "2"], code=1)
+    assert "--stop-at 2 is not after the checkpoint's step 2" in out.strip().splitlines()[-1]
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 2
