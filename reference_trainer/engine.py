@@ -11,10 +11,14 @@ Exact resume: the augmentation of each image is seeded by (run seed, step, image
 resumed run draws the same views whatever the number of workers, and every other random stream
 is in the checkpoint.
 
-Synchronisation: the loss is checked for non-finite values, and a stop request (SIGINT or
-SIGTERM) is agreed over ranks, once per ``log_every`` steps, together with the metrics flush,
-so the loop does not wait for the GPU every step. A checkpoint is only written after such a
-check, so the last checkpoint always precedes a non-finite loss.
+Synchronisation: the loss is checked for non-finite values, and a stop request (SIGINT,
+SIGTERM or SIGUSR1, see :mod:`reference_trainer.signals`) is agreed over ranks, once per
+``log_every`` steps, together with the metrics flush, so the loop does not wait for the GPU
+every step (one process alone stops at the next step). A checkpoint is only written after such
+a check, so the last checkpoint always precedes a non-finite loss.
+
+Nothing is written before everything is checked (options, data, schedule, networks); then the
+main rank claims the run directory (:func:`reference_trainer.checkpoint.claim_run_dir`).
 """
 
 from __future__ import annotations
