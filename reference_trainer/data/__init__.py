@@ -11,6 +11,7 @@ Every dataset returns :class:`LoadedImage` items ``(RGB PIL image, label, skippe
 from reference_trainer.data.base import (
     CorruptImageError,
     DatasetError,
+    DatasetFileError,
     DatasetNotFoundError,
     FileImageDataset,
     ImageDataset,
@@ -60,6 +61,7 @@ __all__ = [
     "AugmentationConfig",
     "CorruptImageError",
     "DatasetError",
+    "DatasetFileError",
     "DatasetFormat",
     "DatasetNotFoundError",
     "DatasetRequest",

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -58,6 +58,7 @@ from syn2co.samplers import MixedDataset
 from ..seeds import hashed_seed_of_ints
 from .base import CorruptImageError, FileImageDataset
 from .gpu_augment import GpuTwoViewAugment, JitterOrder, ViewParams
+from .rgb import open_rgb, to_rgb
 from .transforms import AugmentationConfig, TwoViewBatch, _unpack
 
 __all__ = [
@@ -151,12 +152,7 @@ def jpeg_device_decodable(data: bytes | bytearray | memoryview | npt.NDArray[np.
 
 def _decode_pil(data: bytes) -> Tensor:
     """Decode any image PIL reads to RGB like ``read_rgb_image``: uint8 ``(3, H, W)``."""
-    with Image.open(io.BytesIO(data)) as opened:
-        im: Image.Image = opened
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")
-        rgb = im.convert("RGB")
-        rgb.load()
+    rgb = open_rgb(io.BytesIO(data))
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
 
 
@@ -241,7 +237,7 @@ class RawImageDataset(Dataset[RawSample]):
                 return self._from_files(part, local, seed, source)
         image, label, skipped, source = _unpack(base[index])
         if isinstance(image, Image.Image):
-            pixels = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+            pixels = torch.from_numpy(np.asarray(to_rgb(image)).copy()).permute(2, 0, 1)
         elif image.dtype == torch.uint8 and image.ndim == 3 and image.shape[0] == 3:
             pixels = image
         else:
@@ -357,6 +353,8 @@ def raw_loader(
     workers: int,
     decode_in_worker: bool = False,
     prefetch_factor: int = 4,
+    generator: torch.Generator | None = None,
+    worker_init_fn: Callable[[int], None] | None = None,
 ) -> DataLoader[RawSample]:
     """A DataLoader of :class:`RawBatch` for :class:`GpuTwoViewPipeline`.
 
@@ -366,6 +364,8 @@ def raw_loader(
         workers: DataLoader worker processes (they only read files and run the PIL fallback).
         decode_in_worker: Decode JPEGs in the workers (for a CPU device).
         prefetch_factor: Batches loaded ahead per worker.
+        generator: The stream the workers' base seed is drawn from (default: the global one).
+        worker_init_fn: Called in each worker at its start.
 
     Returns:
         The loader (not pinned: the JPEG bytes are read by the decoder on the host).
@@ -375,6 +375,8 @@ def raw_loader(
         batch_sampler=batch_sampler,
         num_workers=workers,
         collate_fn=collate_raw,
+        generator=generator,
+        worker_init_fn=worker_init_fn,
         persistent_workers=workers > 0,
         prefetch_factor=prefetch_factor if workers > 0 else None,
     )

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from syn2co import distributed
 from syn2co.losses import info_nce
-from syn2co.negatives import NegativeSpec, similarity, synthesize
+from syn2co.negatives import NegativeSpec, similarity
 from syn2co.queue import NegativeQueue
 
 from ..heads import mlp
@@ -43,7 +43,9 @@ from .base import (
     MethodPreset,
     Networks,
     StepContext,
+    SyntheticNegatives,
     head_widths,
+    synthetic_negatives,
 )
 from .registry import register
 
@@ -95,8 +97,10 @@ class MoCoV2(Method):
         spec: NegativeSpec | None,
         generator: torch.Generator | None = None,
         tags: bool = False,
+        vectors: bool = False,
     ) -> None:
         super().__init__()
+        self.vectors = vectors  # synthetic negatives as (B, M, D) vectors instead of cosines
         self.queue = NegativeQueue(queue_size, dim, generator=generator, tags=tags)
         self.temperature = temperature
         self.spec = spec
@@ -115,6 +119,7 @@ class MoCoV2(Method):
             spec=resolved.spec,
             generator=generator,
             tags=tags,
+            vectors=resolved.config.negatives_path == "vectors",
         )
 
     def encode(self, nets: Networks, views: tuple[Tensor, ...]) -> Embeddings:
@@ -139,22 +144,29 @@ class MoCoV2(Method):
         (key,) = embeddings.target
         bank = self.queue.bank
         sim = None
-        extra = None
+        made: SyntheticNegatives | None = None
         if ctx.synthetic and self.spec is not None:
             sim = similarity(query, bank)  # one product for the hard pool and the loss
-            extra = synthesize(
-                query, bank, self.spec, generator=ctx.generator, similarity=sim.detach()
+            made = synthetic_negatives(
+                query,
+                bank,
+                self.spec,
+                similarity=sim.detach(),
+                generator=ctx.generator,
+                vectors=self.vectors,
             )
         loss = info_nce(
             query,
             key,
             None if sim is not None else bank,
             negative_similarity=sim,
-            extra_negatives=extra,
+            extra_negatives=None if made is None else made.vectors,
+            extra_similarity=None if made is None else made.similarity,
             temperature=self.temperature,
         )
         tags = None if self.queue.tags is None else self.queue.tags.detach()
-        return MethodOutput(loss, (Direction(query, key, bank, extra, None, tags),))
+        cosines = None if made is None else made.cosines
+        return MethodOutput(loss, (Direction(query, key, bank, cosines, None, tags),))
 
     @torch.no_grad()
     def update(self, keys: Embeddings, sources: Tensor | None) -> None:

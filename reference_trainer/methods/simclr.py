@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from syn2co import distributed
 from syn2co.losses import nt_xent, nt_xent_mask, pairwise_cosine
-from syn2co.negatives import NegativeSpec, synthesize
+from syn2co.negatives import NegativeSpec
 
 from ..heads import mlp
 from .base import (
@@ -51,7 +51,9 @@ from .base import (
     MethodOutput,
     MethodPreset,
     StepContext,
+    SyntheticNegatives,
     head_widths,
+    synthetic_negatives,
 )
 from .registry import register
 
@@ -106,10 +108,13 @@ class SimCLR(Method):
     bank = "in-batch"
     multi_positive = True
 
-    def __init__(self, *, temperature: float, spec: NegativeSpec | None) -> None:
+    def __init__(
+        self, *, temperature: float, spec: NegativeSpec | None, vectors: bool = False
+    ) -> None:
         super().__init__()
         self.temperature = temperature
         self.spec = spec
+        self.vectors = vectors  # synthetic negatives as (2B, M, D) vectors instead of cosines
 
     @classmethod
     def recipe(cls, cfg: TrainConfig) -> MethodPreset:
@@ -134,7 +139,11 @@ class SimCLR(Method):
     @classmethod
     def create(cls, resolved: Resolved, *, tags: bool, generator: torch.Generator | None) -> Self:
         del tags, generator  # no state
-        return cls(temperature=resolved.temperature, spec=resolved.spec)
+        return cls(
+            temperature=resolved.temperature,
+            spec=resolved.spec,
+            vectors=resolved.config.negatives_path == "vectors",
+        )
 
     def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
         z1, z2 = embeddings.online
@@ -147,15 +156,16 @@ class SimCLR(Method):
         positives = None if ctx.groups is None else extra_positives(ctx.groups, exclude)
         if positives is not None:
             exclude = exclude | positives
-        extra = None
+        made: SyntheticNegatives | None = None
         if ctx.synthetic and self.spec is not None:
-            extra = synthesize(
+            made = synthetic_negatives(
                 anchors,
                 gathered.rows.detach(),
                 self.spec,
-                exclude=exclude,
-                generator=ctx.generator,
                 similarity=sim.detach(),
+                generator=ctx.generator,
+                exclude=exclude,
+                vectors=self.vectors,
             )
         tau = self.temperature
         rows = nt_xent(
@@ -163,7 +173,8 @@ class SimCLR(Method):
             z2,
             embeddings=gathered,
             negative_similarity=sim,
-            extra_negatives=extra,
+            extra_negatives=None if made is None else made.vectors,
+            extra_similarity=None if made is None else made.similarity,
             temperature=tau,
             reduction="none",
         )
@@ -177,8 +188,9 @@ class SimCLR(Method):
             tags = distributed.gather(ctx.sources.to(z1.device)).view(world, b).repeat(1, 2)
             tags = tags.reshape(-1)
         bank = gathered.rows.detach()
-        d1 = Direction(z1, z2, bank, None if extra is None else extra[:b], exclude[:b], tags)
-        d2 = Direction(z2, z1, bank, None if extra is None else extra[b:], exclude[b:], tags)
+        cosines = None if made is None else made.cosines  # (2B, M), anchors in view order
+        d1 = Direction(z1, z2, bank, None if cosines is None else cosines[:b], exclude[:b], tags)
+        d2 = Direction(z2, z1, bank, None if cosines is None else cosines[b:], exclude[b:], tags)
         return MethodOutput(loss, (d1, d2))
 
 

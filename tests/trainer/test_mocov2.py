@@ -90,7 +90,7 @@ def test_synthetic_negatives_come_from_the_queue() -> None:
     expected = reference_loss(q, k, m.queue.bank, extra, 0.2)
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
     (direction,) = out.directions
-    assert direction.synthetic is not None and direction.synthetic.shape == (B, 6, D)
+    assert direction.synthetic is not None and direction.synthetic.shape == (B, 6)  # cosines
 
 
 class Recorder:

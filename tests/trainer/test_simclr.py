@@ -112,14 +112,17 @@ def test_synthetic_negatives_skip_the_anchor_and_all_its_positives() -> None:
     out = method(Embeddings((z1, z2)), ctx)
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     row_group = groups + groups
-    synthetic = torch.cat([d.synthetic for d in out.directions if d.synthetic is not None])
+    # the directions keep each anchor's cosines to its synthetic negatives: (B, 1) per view
+    cosines = torch.cat([d.synthetic for d in out.directions if d.synthetic is not None])
+    assert cosines.shape == (2 * B, 1)
     for a in range(2 * B):
         allowed = [
             c for c in range(2 * B) if row_group[c] != row_group[a] and c != (a + B) % (2 * B)
         ]
         allowed = [c for c in allowed if c != a]
         n = z[max(allowed, key=lambda c: float(z[a] @ z[c]))]
-        assert torch.allclose(synthetic[a, 0], F.normalize(n + 0.01 * z[a], dim=0), atol=1e-6)
+        expected = z[a] @ F.normalize(n + 0.01 * z[a], dim=0)
+        assert cosines[a, 0].item() == pytest.approx(expected.item(), abs=1e-6)
 
 
 def test_bank_size_is_both_views_less_two() -> None:
