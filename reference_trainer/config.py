@@ -20,7 +20,15 @@ from typing import Any, Literal, get_args, get_type_hints
 
 import yaml
 
-from syn2co.negatives import SYNCO_V1, SYNCO_V2, SYNCO_V2_CONFIG, NegativeSpec, mochi
+from syn2co.negatives import (
+    STRATEGIES,
+    SYNCO_V1,
+    SYNCO_V2,
+    SYNCO_V2_CONFIG,
+    NegativeSpec,
+    mochi,
+    strategies,
+)
 from syn2co.schedules import ActiveWindow
 
 from .atomic import write_atomic
@@ -39,6 +47,12 @@ GeneratorMode = Literal["none", "hard-samples", "hard-pairs", "both"]
 
 def _opt(help: str, default: Any = None, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
+
+
+def _count_help(name: str) -> str:
+    """The help of a built-in strategy's count option, from its registry record."""
+    description = {s.name: s.description for s in strategies()}[name]
+    return f"Count of {name} negatives per query: {description} (default: the preset's)."
 
 
 @dataclass
@@ -132,12 +146,20 @@ class TrainConfig:
     )
     # --- synthetic negatives -----------------------------------------------------------------
     n_hard: int | None = _opt("Hard pool size N (default: the preset's).")
-    interpolated: int | None = _opt("Count of type-1 interpolated negatives (default: preset).")
-    extrapolated: int | None = _opt("Count of type-2 extrapolated negatives (default: preset).")
-    mixed: int | None = _opt("Count of type-3 mixed negatives (default: preset).")
-    noisy: int | None = _opt("Count of type-4 noise-injected negatives (default: preset).")
-    perturbed: int | None = _opt("Count of type-5 perturbed negatives (default: preset).")
-    adversarial: int | None = _opt("Count of type-6 adversarial negatives (default: preset).")
+    # One option per built-in strategy of syn2co.negatives (STRATEGIES; a test checks that
+    # they agree), typed and named like NegativeSpec's keywords; other registered strategies
+    # take their counts from --strategy-counts.
+    interpolated: int | None = _opt(_count_help("interpolated"))
+    extrapolated: int | None = _opt(_count_help("extrapolated"))
+    mixed: int | None = _opt(_count_help("mixed"))
+    noisy: int | None = _opt(_count_help("noisy"))
+    perturbed: int | None = _opt(_count_help("perturbed"))
+    adversarial: int | None = _opt(_count_help("adversarial"))
+    strategy_counts: str | None = _opt(
+        "Counts of strategies registered with syn2co.negatives.register_strategy beyond the six "
+        "built-in ones, as NAME=COUNT[,NAME=COUNT...] (each after the built-in types on the M "
+        "axis, in registration order)."
+    )
     negatives_start: int = _opt("First optimizer step with synthetic negatives.", 0)
     negatives_path: NegativesPath = _opt(
         "How synthetic negatives enter the loss: logits (their cosines from inner products, "
@@ -524,23 +546,49 @@ def check_options(cfg: TrainConfig, *, world_size: int = 1) -> type[Method]:
             f"--data {cfg.data} is given but --dataset {cfg.dataset} reads no files; pass the "
             f"format of --data with --dataset (imagefolder, cifar10, ...)"
         )
+    strategy_counts(cfg)  # the names and counts of --strategy-counts
     check_mixing(cfg)
     return method
 
 
+def strategy_counts(cfg: TrainConfig) -> dict[str, int]:
+    """The counts a config gives, by strategy name, in the registry's order: the built-in
+    types' options, then ``--strategy-counts`` (checked: registered names, counts >= 0)."""
+    given: dict[str, int] = {}
+    if cfg.strategy_counts:
+        for item in cfg.strategy_counts.split(","):
+            name, sep, value = (part.strip() for part in item.partition("="))
+            if not sep or not value.isdigit():
+                raise ConfigError(
+                    f"--strategy-counts: expected NAME=COUNT[,NAME=COUNT...] with counts >= 0, "
+                    f"got {item.strip()!r}"
+                )
+            if name in STRATEGIES:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"--strategy-counts: give {name}'s count with {flag}")
+            given[name] = int(value)
+    registered = [s.name for s in strategies()]
+    unknown = [name for name in given if name not in registered]
+    if unknown:
+        raise ConfigError(
+            f"--strategy-counts: {', '.join(map(repr, unknown))} is not a registered strategy; "
+            f"registered: {', '.join(registered)}"
+        )
+    for name in STRATEGIES:
+        if getattr(cfg, name) is not None:
+            given[name] = getattr(cfg, name)
+    return {name: given[name] for name in registered if name in given}
+
+
 def _negative_spec(cfg: TrainConfig, method: type[Method]) -> NegativeSpec | None:
     base = NEGATIVE_PRESETS[cfg.negatives]
-    counts = {
-        name: getattr(cfg, name)
-        for name in ("interpolated", "extrapolated", "mixed", "noisy", "perturbed", "adversarial")
-        if getattr(cfg, name) is not None
-    }
+    counts = strategy_counts(cfg)
     if base is None:
         if counts or cfg.n_hard is not None:
             base = NegativeSpec(n_hard=cfg.n_hard or 256)  # counts given without a preset
         else:
             return None
-    changes: dict[str, Any] = dict(counts)
+    changes: dict[str, Any] = {"counts": counts}
     if cfg.n_hard is not None:
         changes["n_hard"] = cfg.n_hard
     # The bank a query draws from: its queue, or the other keys of the batch.
