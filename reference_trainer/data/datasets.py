@@ -38,9 +38,9 @@ from reference_trainer.data.base import (
 )
 from reference_trainer.data.builtin import ProceduralShapes
 from reference_trainer.data.registry import (
+    DATASETS,
     DatasetFormat,
     DatasetRequest,
-    build,
     register_dataset,
 )
 from reference_trainer.data.rgb import open_rgb, to_rgb
@@ -679,18 +679,23 @@ def build_dataset(
         DatasetNotFoundError: Missing directory or files, or an empty image folder (one line
             naming the path and the expected layout).
     """
-    return build(
-        kind,
-        root,
-        split,
+    fmt = DATASETS.get(kind)
+    if fmt is None:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {list(DATASETS)}")
+    if fmt.needs_root and root is None:
+        raise ValueError(f"dataset kind {kind!r} needs a root directory")
+    request = DatasetRequest(
+        root=None if root is None else Path(root).expanduser(),
+        split=split,
         img_size=img_size,
         strict=strict,
         download=download,
-        classes=classes,
+        classes=None if classes is None else tuple(classes),
         size=num_samples,
         seed=seed,
         num_classes=num_classes,
     )
+    return fmt.build(request)
 
 
 # --------------------------------------------------------------------------------------------

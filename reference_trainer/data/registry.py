@@ -15,13 +15,13 @@ Raw bytes for the GPU input path are a property of the dataset a builder returns
 decoded on the device; any other dataset travels as decoded pixels.
 
 Example:
-    >>> from reference_trainer.data import ArrayImageDataset
+    >>> from reference_trainer.data import ArrayImageDataset, build_dataset
     >>> import numpy as np
     >>> fmt = register_dataset(DatasetFormat(
     ...     "zeros", "Four black images.", lambda request: ArrayImageDataset(
     ...         np.zeros((4, 8, 8, 3), np.uint8), [0, 1, 0, 1], ["a", "b"]),
     ...     needs_root=False))
-    >>> len(build("zeros", None, "train"))
+    >>> len(build_dataset("zeros", None, "train"))
     4
     >>> unregister_dataset("zeros").name
     'zeros'
@@ -29,8 +29,7 @@ Example:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,6 @@ __all__ = [
     "DATASETS",
     "DatasetFormat",
     "DatasetRequest",
-    "build",
     "dataset_names",
     "get_dataset",
     "register_dataset",
@@ -143,40 +141,3 @@ def get_dataset(name: str) -> DatasetFormat:
         return DATASETS[name]
     except KeyError:
         raise KeyError(f"unknown dataset {name!r}; registered: {', '.join(DATASETS)}") from None
-
-
-def build(
-    name: str,
-    root: str | os.PathLike[str] | None,
-    split: str = "train",
-    *,
-    img_size: int = 32,
-    strict: bool = False,
-    download: bool = False,
-    classes: Sequence[str] | None = None,
-    size: int | None = None,
-    seed: int = 0,
-    num_classes: int = 10,
-) -> ImageDataset:
-    """Build a registered format (see :class:`DatasetRequest` for the arguments).
-
-    Raises:
-        ValueError: Unknown ``name``, or a format that needs a root given none.
-    """
-    fmt = DATASETS.get(name)
-    if fmt is None:
-        raise ValueError(f"unknown dataset kind {name!r}; expected one of {list(DATASETS)}")
-    if fmt.needs_root and root is None:
-        raise ValueError(f"dataset {name!r} needs a root directory")
-    request = DatasetRequest(
-        root=None if root is None else Path(root).expanduser(),
-        split=split,
-        img_size=img_size,
-        strict=strict,
-        download=download,
-        classes=None if classes is None else tuple(classes),
-        size=size,
-        seed=seed,
-        num_classes=num_classes,
-    )
-    return fmt.build(request)
