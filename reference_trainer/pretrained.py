@@ -14,7 +14,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .errors import ConfigError
 from .methods import get_method
-from .models import backbone_kwargs, build_networks, create_backbone
+from .models import MOCOV3_ARCHS, backbone_kwargs, build_networks, create_backbone
 
 Branch = Literal["online", "target"]
 
@@ -84,6 +84,9 @@ def export(run: str | Path, out: str | Path, *, branch: Branch = "online") -> tu
                 "branch": branch,
                 "method": cfg.method,
                 "negatives": cfg.negatives,
+                # MoCo v3's ViT: pos_embed holds the fixed sin-cos table; timm loads it into its
+                # learned pos_embed (same key and shape), which fine-tuning would then train.
+                "fixed_pos_embed": cfg.arch in MOCOV3_ARCHS,
                 "source_run": str(run),
             },
             indent=2,
