@@ -133,11 +133,22 @@ def _run_parameters() -> list[inspect.Parameter]:
 
 
 def config_from_options(config: Path | None, options: dict[str, Any]) -> TrainConfig:
-    """Defaults, then the config file, then the options given on the command line."""
-    cfg = TrainConfig()
-    if config is not None:
-        cfg = cfg.updated(load_config_file(config), source=f"--config {config}")
+    """The run's options, layer by layer (the method's defaults fill what is left unset later).
+
+    Lowest first: the field defaults, the recipe (``--recipe``, or a ``recipe`` key of the
+    config file), the config file, the command line.
+    """
+    from .recipes import load_recipe
+
+    file_values = load_config_file(config) if config is not None else {}
     given = {k: v for k, v in options.items() if v is not None}
+    cfg = TrainConfig()
+    spec = given.get("recipe", file_values.get("recipe"))
+    if spec is not None:
+        recipe = load_recipe(str(spec))
+        cfg = cfg.updated(recipe.options, source=f"recipe {recipe.name}").updated({"recipe": spec})
+    if config is not None:
+        cfg = cfg.updated(file_values, source=f"--config {config}")
     return cfg.updated(given, source="command line")
 
 
@@ -165,6 +176,23 @@ app.command(
     help="Self-supervised pretraining (MoBY or MoCo v3) of a timm ViT/Swin, with synthetic "
     "negatives. Options may come from --config; the resolved config is saved in --out.",
 )(_run)
+
+
+@app.command("recipes")
+def recipes_cmd() -> None:
+    """List the shipped recipes (use one with: syn2co-train run --recipe NAME)."""
+    from .recipes import recipes
+
+    table = Table(title="recipes: syn2co-train run --recipe NAME (flags override its values)")
+    table.add_column("name", no_wrap=True)
+    table.add_column("v", justify="right", no_wrap=True)
+    table.add_column("what", no_wrap=True, overflow="ellipsis")
+    for recipe in recipes().values():
+        lacking = recipe.missing()
+        what = recipe.summary + (f" [needs {', '.join(lacking)}]" if lacking else "")
+        table.add_row(recipe.name, str(recipe.version), what)
+    out_console.print(table)
+    out_console.print("values, sources and published numbers: docs/trainer/reproducing.md")
 
 
 # --------------------------------------------------------------------------------------------

@@ -326,24 +326,48 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     torch._foreach_lerp_(t_params, o_params, 1.0 - momentum)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases, norms, position embeddings and tokens.
+def parameter_groups(
+    model: nn.Module, weight_decay: float, *, exclude: str = "1d+no-weight-decay"
+) -> list[dict[str, Any]]:
+    """Optimizer groups: decayed parameters, then parameters without weight decay.
 
-    Excluded: every parameter with ``ndim <= 1`` plus the names the backbone lists in
-    ``no_weight_decay()`` (timm's contract: pos_embed, cls_token, relative position tables).
-    Frozen parameters are left out.
+    Args:
+        model: The network; frozen parameters (``requires_grad`` False) are left out.
+        weight_decay: Decay of the first group.
+        exclude: Which parameters get no decay:
+
+            * ``"1d"``: biases and every other parameter with ``ndim <= 1`` (norm weights), as
+              the SynCo v2 and MoBY code does (synco-v2 ``src/optim/optimizer.py:106-116``: its
+              ``no_weight_decay`` lookup is on the whole SSL model, which has none, so only
+              the 1-D rule applies; a ViT's class token and a Swin's relative position tables
+              are decayed);
+            * ``"1d+no-weight-decay"``: also the names the backbone lists in timm's
+              ``no_weight_decay()`` (position embeddings, class token, relative position
+              tables);
+            * ``"none"``: every parameter is decayed, as MoCo v3 does (moco-v3
+              ``main_moco.py:229-230``: ``AdamW(model.parameters(), ...)``).
+
+    Returns:
+        ``[{"params": decayed, "weight_decay": weight_decay}, {"params": rest,
+        "weight_decay": 0.0}]``.
     """
+    if exclude not in ("1d", "1d+no-weight-decay", "none"):
+        raise ConfigError(
+            f"--weight-decay-exclude: expected 1d, 1d+no-weight-decay or none, got {exclude!r}"
+        )
     skip: set[str] = set()
-    for prefix, module in model.named_modules():
-        fn = getattr(module, "no_weight_decay", None)
-        if callable(fn):
-            skip |= {f"{prefix}.{n}" if prefix else n for n in fn()}
+    if exclude == "1d+no-weight-decay":
+        for prefix, module in model.named_modules():
+            fn = getattr(module, "no_weight_decay", None)
+            if callable(fn):
+                skip |= {f"{prefix}.{n}" if prefix else n for n in fn()}
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+        excluded = exclude != "none" and (p.ndim <= 1 or name in skip)
+        (no_decay if excluded else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
