@@ -64,7 +64,9 @@ def test_generators_train_log_draw_and_resume_exactly(
     state = torch.load(straight / "checkpoint.pt", weights_only=False)
     for queue in ("queue1", "queue2"):
         tags = state["method"][f"{queue}.tags"]
-        assert int((tags == Source.GENERATED).sum()) == rows[-64:].count(Source.GENERATED)  # the last 64 kept
+        assert int((tags == Source.GENERATED).sum()) == rows[-64:].count(
+            Source.GENERATED
+        )  # the last 64 kept
         assert int((tags == REAL).sum()) == rows[-64:].count(REAL)
     grids = sorted((straight / "generated").glob("*.png"))
     assert [g.name for g in grids] == ["step_0000001.png", "step_0000002.png", "step_0000004.png"]
