@@ -429,7 +429,12 @@ def synth_cmd(
         Path | None, typer.Option(help="File with one class name per line.")
     ] = None,
     classes_from: Annotated[
-        Path | None, typer.Option(help="Image folder whose class folders name the classes.")
+        str | None,
+        typer.Option(
+            help="Image folder whose class folders name the classes, or imagenet100 (the 100 "
+            "ImageNet-100 classes, folders named by WordNet id; a folder of that name: "
+            "./imagenet100/)."
+        ),
     ] = None,
     images_per_class: Annotated[int, typer.Option(help="Images per class.")] = 100,
     steps: Annotated[
@@ -451,6 +456,14 @@ def synth_cmd(
     templates_file: Annotated[
         Path | None, typer.Option(help="Prompt templates, one per line, each with one {}.")
     ] = None,
+    prompts: Annotated[
+        Literal["templates", "fake-it"],
+        typer.Option(
+            help="templates: the class name in CLIP-style templates; fake-it: 'name, WordNet "
+            "hypernym inside Places365 scene' with guidance 2.0, as in Fake it till you make "
+            "it (needs --classes-from imagenet100)."
+        ),
+    ] = "templates",
     kind: Annotated[
         Literal["auto", "text", "class", "unconditional"],
         typer.Option(help="How to drive the pipeline; auto: from its call signature."),
@@ -482,6 +495,7 @@ def synth_cmd(
             device=device,
             dtype=dtype,
             templates_file=templates_file,
+            prompts=prompts,
             kind=kind,
             dup_threshold=dup_threshold,
             limit=limit,
