@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Self
 import torch
 from torch import Tensor
 
-from syn2co.losses import moby_loss
+from syn2co.losses import MoBYView, moby_loss
 from syn2co.negatives import NegativeSpec, similarity, synthesize
 from syn2co.queue import NegativeQueue
 
@@ -93,14 +93,12 @@ class MoBY(Method):
                     query, bank, self.spec, generator=ctx.generator, similarity=sim.detach()
                 )
         loss = moby_loss(
-            p1,
-            p2,
-            t1,
-            t2,
-            self.queue1.bank,
-            self.queue2.bank,
-            extra_negatives=(extra[0], extra[1]),
-            negative_similarity=(sims[0], sims[1]),
+            MoBYView(
+                p1, t1, self.queue1.bank, negative_similarity=sims[0], extra_negatives=extra[0]
+            ),
+            MoBYView(
+                p2, t2, self.queue2.bank, negative_similarity=sims[1], extra_negatives=extra[1]
+            ),
             temperature=self.temperature,
         )
         tags = [q.tags.detach() if q.tags is not None else None for q in (self.queue2, self.queue1)]

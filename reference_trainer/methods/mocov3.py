@@ -8,7 +8,7 @@ import torch
 
 from syn2co import distributed
 from syn2co.losses import moco_v3_loss
-from syn2co.negatives import NegativeSpec, positive_mask, synthesize
+from syn2co.negatives import NegativeSpec, positive_mask, similarity, synthesize
 
 from ..heads import mlp
 from .base import Direction, Embeddings, Heads, Method, MethodOutput, MethodPreset, StepContext
@@ -63,21 +63,31 @@ class MoCoV3(Method):
         assert embeddings.target is not None
         t1, t2 = embeddings.target
         b = p1.shape[0]
-        keys = (distributed.gather(t2), distributed.gather(t1))
+        keys = (distributed.gather_rows(t2), distributed.gather_rows(t1))  # gathered once
         mask = positive_mask(
             b, world_size=distributed.world_size(), rank=distributed.rank(), device=p1.device
         )
         extra: list[torch.Tensor | None] = [None, None]
+        sims: list[torch.Tensor | None] = [None, None]
         if ctx.synthetic and self.spec is not None:
             for i, query in enumerate((p1, p2)):
+                sims[i] = sim = similarity(query, keys[i].rows)
                 extra[i] = synthesize(
-                    query, keys[i], self.spec, exclude=mask, generator=ctx.generator
+                    query,
+                    keys[i].rows,
+                    self.spec,
+                    exclude=mask,
+                    generator=ctx.generator,
+                    similarity=sim.detach(),
                 )
+        tau = self.temperature
         loss = moco_v3_loss(
-            p1, t2, extra_negatives=extra[0], temperature=self.temperature
-        ) + moco_v3_loss(p2, t1, extra_negatives=extra[1], temperature=self.temperature)
+            p1, keys[0], negative_similarity=sims[0], extra_negatives=extra[0], temperature=tau
+        ) + moco_v3_loss(
+            p2, keys[1], negative_similarity=sims[1], extra_negatives=extra[1], temperature=tau
+        )
         sources = ctx.sources
         tags = None if sources is None else distributed.gather(sources.to(p1.device))
-        d1 = Direction(p1, t2, keys[0], extra[0], mask, tags)
-        d2 = Direction(p2, t1, keys[1], extra[1], mask, tags)
+        d1 = Direction(p1, t2, keys[0].rows, extra[0], mask, tags)
+        d2 = Direction(p2, t1, keys[1].rows, extra[1], mask, tags)
         return MethodOutput(loss, (d1, d2))

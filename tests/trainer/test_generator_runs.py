@@ -62,12 +62,11 @@ def test_generators_train_log_draw_and_resume_exactly(
     generated_per_step = 4 * (2 if mode == "both" else 1)  # a quarter of 16, per generator
     rows = ([REAL] * 16 + [Source.GENERATED] * generated_per_step) * 4  # 4 steps, real rows first
     state = torch.load(straight / "checkpoint.pt", weights_only=False)
+    kept = rows[-64:]  # a queue of 64 keeps the last 64 rows
     for queue in ("queue1", "queue2"):
         tags = state["method"][f"{queue}.tags"]
-        assert int((tags == Source.GENERATED).sum()) == rows[-64:].count(
-            Source.GENERATED
-        )  # the last 64 kept
-        assert int((tags == REAL).sum()) == rows[-64:].count(REAL)
+        assert int((tags == Source.GENERATED).sum()) == kept.count(Source.GENERATED)
+        assert int((tags == REAL).sum()) == kept.count(REAL)
     grids = sorted((straight / "generated").glob("*.png"))
     assert [g.name for g in grids] == ["step_0000001.png", "step_0000002.png", "step_0000004.png"]
     assert all(g.stat().st_size > 500 for g in grids)
