@@ -233,7 +233,10 @@ def _save_json(path: Path, payload: dict[str, Any]) -> None:
 def eval_knn(
     run: RunDir,
     k: Annotated[
-        list[int] | None, typer.Option("--k", help="Neighbours; repeat for several.")
+        list[int] | None,
+        typer.Option(
+            "--k", help="Neighbours; repeat for several [default: 10 20 100 200, SynCo v2's]."
+        ),
     ] = None,
     temperature: Annotated[float, typer.Option(help="Weighting temperature.")] = 0.07,
     branch: Branch = "online",
@@ -253,7 +256,9 @@ def eval_knn(
     from .pretrained import load_backbone, random_backbone
 
     cfg = _eval_config(run, data, val_data, dataset, workers)
-    ks = tuple(k) if k else (10, 20, 200)
+    from .protocols import KNN_KS
+
+    ks = tuple(k) if k else KNN_KS
     dev = resolve_device(device)
     from .data.pipeline import eval_loader
 
@@ -304,21 +309,26 @@ def eval_knn(
 @friendly
 def eval_linear(
     run: RunDir,
-    epochs: Annotated[
-        int, typer.Option(help="Probe epochs (MoBY recipe: 100, MoCo v3: 90).")
-    ] = 100,
-    base_lr: Annotated[
-        float, typer.Option(help="SGD lr at the reference batch (MoBY 1.0 per 512).")
-    ] = 1.0,
-    lr_reference_batch: Annotated[int, typer.Option(help="Batch the base lr refers to.")] = 512,
-    batch_size: Annotated[int, typer.Option(help="Probe batch size.")] = 256,
-    mode: Annotated[
-        Literal["cached", "augmented"],
+    protocol: Annotated[
+        Literal["fast", "synco-v2", "mocov3"],
         typer.Option(
-            help="cached: features once; augmented: random crops and flips every epoch "
-            "(the published recipe)."
+            help="fast: features once, minutes on a CPU; synco-v2: SynCo v2 / MoBY's "
+            "eval_linear.py (100 epochs, SGD Nesterov, lr 1.0 x batch/512, label smoothing "
+            "0.1, clip 5, backbone in train mode); mocov3: MoCo v3's main_lincls.py (90 "
+            "epochs, lr 3 x batch/256, batch 1024, backbone in eval mode). The options below "
+            "override single values."
         ),
-    ] = "cached",
+    ] = "fast",
+    epochs: Annotated[int | None, typer.Option(help="Probe epochs.")] = None,
+    base_lr: Annotated[float | None, typer.Option(help="SGD lr at the reference batch.")] = None,
+    lr_reference_batch: Annotated[
+        int | None, typer.Option(help="Batch the base lr refers to.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Probe batch size.")] = None,
+    mode: Annotated[
+        Literal["cached", "augmented"] | None,
+        typer.Option(help="cached: features once; augmented: random crops and flips every epoch."),
+    ] = None,
     branch: Branch = "online",
     data: Annotated[str | None, typer.Option(help="Override the run's --data.")] = None,
     val_data: Annotated[str | None, typer.Option(help="Override the run's --val-data.")] = None,
@@ -331,32 +341,45 @@ def eval_linear(
     ] = None,
 ) -> None:
     """Linear probe on the frozen backbone (the backbone's weights are checked unchanged)."""
+    import dataclasses as dc
+
     from .data.pipeline import eval_loader, linear_train_loader
     from .evaluate import linear_probe
-    from .pretrained import load_backbone
+    from .protocols import LINEAR_PROTOCOLS
 
+    chosen = LINEAR_PROTOCOLS[protocol]
+    overrides = {
+        "epochs": epochs,
+        "base_lr": base_lr,
+        "lr_reference_batch": lr_reference_batch,
+        "batch_size": batch_size,
+        "mode": mode,
+    }
+    settings = dc.replace(chosen, **{k: v for k, v in overrides.items() if v is not None})
     cfg = _eval_config(run, data, val_data, dataset, workers)
     dev = resolve_device(device)
-    val_loader = eval_loader(cfg, "val", batch_size=batch_size)
+    val_loader = eval_loader(cfg, "val", batch_size=settings.batch_size)
     train_loader = linear_train_loader(
-        cfg, batch_size=batch_size, augmented=mode == "augmented", seed=seed
+        cfg,
+        batch_size=settings.batch_size,
+        augmented=settings.mode == "augmented",
+        seed=seed,
     )
     num_classes = val_loader.dataset.base.num_classes  # type: ignore[attr-defined]
-    backbone, _ = load_backbone(run, branch)
+    backbone, _ = probe_backbone(run, branch, settings.drop_path)
     result = linear_probe(
         backbone.to(dev),
         train_loader,
         val_loader,
         num_classes=num_classes,
         device=dev,
-        mode=mode,
-        epochs=epochs,
-        batch_size=batch_size,
-        base_lr=base_lr,
-        lr_reference_batch=lr_reference_batch,
         seed=seed,
+        **probe_arguments(settings, cfg.arch),
     )
-    table = Table(title=f"linear probe on {cfg.dataset} ({mode}, {epochs} epochs)")
+    table = Table(
+        title=f"linear probe on {cfg.dataset} ({protocol}: {settings.mode}, "
+        f"{settings.epochs} epochs)"
+    )
     for col in ("split", "top-1 (%)", "top-5 (%)"):
         table.add_column(col)
     table.add_row("train", f"{result.train_top1:.2f}", f"{result.train_top5:.2f}")
@@ -366,8 +389,51 @@ def eval_linear(
         f"backbone unchanged: {result.backbone_unchanged} (sha256 {result.fingerprint_after[:12]})"
     )
     path = out or Path(run if Path(run).is_dir() else Path(run).parent) / "eval_linear.json"
-    _save_json(path, result.to_dict() | {"branch": branch, "run": str(run)})
+    _save_json(
+        path,
+        result.to_dict() | {"branch": branch, "run": str(run), "protocol": dc.asdict(settings)},
+    )
     console.print(f"saved {path}")
+
+
+def probe_backbone(run: Path, branch: str, drop_path: float | None) -> tuple[Any, Any]:
+    """The run's backbone, rebuilt with the probe's drop-path rate when it sets one."""
+    from .models import create_backbone
+    from .pretrained import load_backbone
+
+    backbone, cfg = load_backbone(run, branch)  # type: ignore[arg-type]
+    if drop_path is None:
+        return backbone, cfg
+    rebuilt = create_backbone(cfg, drop_path=drop_path)
+    rebuilt.load_state_dict(backbone.state_dict())
+    return rebuilt.eval(), cfg
+
+
+def probe_arguments(settings: Any, arch: str) -> dict[str, Any]:
+    """:func:`~reference_trainer.evaluate.linear_probe` arguments of a protocol."""
+    from .models import MOCOV3_ARCHS
+
+    head_init = settings.head_init
+    if head_init == "backbone":  # as the official backbone's constructor builds its head
+        head_init = "xavier" if arch in MOCOV3_ARCHS else "trunc-normal"
+    return {
+        "mode": settings.mode,
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "base_lr": settings.base_lr,
+        "lr_reference_batch": settings.lr_reference_batch,
+        "momentum": settings.momentum,
+        "weight_decay": settings.weight_decay,
+        "nesterov": settings.nesterov,
+        "label_smoothing": settings.label_smoothing,
+        "clip_grad": settings.clip_grad,
+        "warmup_epochs": settings.warmup_epochs,
+        "warmup_lr_fraction": settings.warmup_lr_fraction,
+        "min_lr_fraction": settings.min_lr_fraction,
+        "schedule": settings.schedule,
+        "backbone_mode": settings.backbone_mode,
+        "head_init": head_init,
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,10 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from syn2co._checks import check_choice, check_int, check_number
+from syn2co.schedules import cosine_schedule
 
 __all__ = [
     "KnnResult",
     "LinearProbeResult",
+    "ProbeStep",
     "extract_features",
     "fingerprint",
     "knn_accuracy",
@@ -47,6 +49,33 @@ __all__ = [
 ]
 
 ProbeMode = Literal["cached", "augmented"]
+HeadInit = Literal["normal", "xavier", "trunc-normal"]
+
+
+@dataclass(frozen=True)
+class ProbeStep:
+    """One optimizer step of :func:`linear_probe`, for ``on_step`` callbacks.
+
+    Attributes:
+        step: Optimizer steps done before this one.
+        epoch: Epoch of the step, from 0.
+        optimizer: The classifier's optimizer, after its step.
+        logits: ``(B, C)`` the classifier's output, detached.
+        labels: ``(B,)`` the batch's labels.
+        loss: The criterion's value on them.
+        grad_norm: Total gradient norm of the classifier before clipping.
+        backbone_training: The backbone's ``training`` flag while the batch was embedded.
+    """
+
+    step: int
+    epoch: int
+    optimizer: torch.optim.Optimizer
+    logits: Tensor
+    labels: Tensor
+    loss: float
+    grad_norm: float
+    backbone_training: bool
+
 
 # ----------------------------------------------------------------------------------------------
 # Batches and features
@@ -581,24 +610,31 @@ def _classifier_accuracy(
 
 
 def _build_classifier(
-    dim: int, num_classes: int, *, batchnorm: bool, generator: torch.Generator
+    dim: int,
+    num_classes: int,
+    *,
+    batchnorm: bool,
+    generator: torch.Generator,
+    head_init: HeadInit = "normal",
 ) -> nn.Sequential:
-    """``[BatchNorm1d(D, affine=False)] -> Linear(D, C)``, weights ~ N(0, 0.01^2), bias 0."""
+    """``[BatchNorm1d(D, affine=False)] -> Linear(D, C)``, bias 0, weights N(0, 0.01^2)
+    (``normal``), xavier uniform (``xavier``) or truncated normal with std 0.02
+    (``trunc-normal``), drawn from ``generator``."""
     linear = nn.Linear(dim, num_classes)
     with torch.no_grad():
-        linear.weight.copy_(torch.randn(num_classes, dim, generator=generator) * 0.01)
+        if head_init == "normal":
+            linear.weight.copy_(torch.randn(num_classes, dim, generator=generator) * 0.01)
+        elif head_init == "xavier":
+            bound = math.sqrt(6.0 / (dim + num_classes))
+            linear.weight.copy_((torch.rand(num_classes, dim, generator=generator) * 2 - 1) * bound)
+        else:
+            nn.init.trunc_normal_(linear.weight, std=0.02, a=-2.0, b=2.0, generator=generator)
         linear.bias.zero_()
     layers: list[nn.Module] = []
     if batchnorm:
         layers.append(nn.BatchNorm1d(dim, affine=False, eps=1e-6))
     layers.append(linear)
     return nn.Sequential(*layers)
-
-
-def _cosine_lr(peak: float, step: int, total: int) -> float:
-    """Cosine decay from ``peak`` at step 0 towards 0 at step ``total``."""
-    progress = min(step / max(total, 1), 1.0)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _check_labels_in_range(labels: Tensor, num_classes: int) -> None:
@@ -627,6 +663,16 @@ def linear_probe(
     seed: int = 0,
     amp_dtype: torch.dtype | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    nesterov: bool = False,
+    label_smoothing: float = 0.0,
+    clip_grad: float = 0.0,
+    warmup_epochs: float = 0.0,
+    warmup_lr_fraction: float = 0.0,
+    min_lr_fraction: float = 0.0,
+    schedule: Literal["step", "epoch"] = "step",
+    backbone_mode: Literal["eval", "train"] = "eval",
+    head_init: HeadInit = "normal",
+    on_step: Callable[[ProbeStep], None] | None = None,
 ) -> LinearProbeResult:
     """Train a linear classifier on the frozen backbone and measure its accuracy.
 
@@ -673,6 +719,21 @@ def linear_probe(
         seed: Seed of the classifier's initialization and (cached mode) of its shuffling.
         amp_dtype: Autocast dtype for the backbone, or None.
         on_epoch: Called after each epoch with that epoch's history entry.
+        nesterov: Nesterov momentum.
+        label_smoothing: Label smoothing of the cross-entropy.
+        clip_grad: Clip the classifier's gradient norm to this (0 = off).
+        warmup_epochs: Linear warmup of the learning rate, in epochs.
+        warmup_lr_fraction: Learning rate at step 0, as a fraction of the peak.
+        min_lr_fraction: Learning rate the cosine ends at, as a fraction of the peak.
+        schedule: ``step``: warmup then cosine per step
+            (:func:`syn2co.schedules.cosine_schedule`); ``epoch``: the cosine of the epoch,
+            constant within it (MoCo v3's ``main_lincls.py``; no warmup).
+        backbone_mode: ``eval``, or ``train`` while the probe trains (dropout and drop-path
+            active, as SynCo v2's probe runs; norm layers with running statistics stay in eval
+            mode so that no buffer changes). Features for validation (and for ``cached``
+            mode) are always computed in eval mode.
+        head_init: The classifier's initial weights (see :func:`_build_classifier`).
+        on_step: Called after every optimizer step with a :class:`ProbeStep`.
 
     Returns:
         A :class:`LinearProbeResult` (``backbone_unchanged`` is always True on return).
@@ -691,6 +752,15 @@ def linear_probe(
     momentum = check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
     weight_decay = check_number("weight_decay", weight_decay, low=0.0)
     seed = check_int("seed", seed, minimum=0)
+    label_smoothing = check_number("label_smoothing", label_smoothing, low=0.0, high=1.0)
+    clip_grad = check_number("clip_grad", clip_grad, low=0.0)
+    warmup_epochs = check_number("warmup_epochs", warmup_epochs, low=0.0)
+    schedule = check_choice("schedule", schedule, ("step", "epoch"))  # type: ignore[assignment]
+    backbone_mode = check_choice(  # type: ignore[assignment]
+        "backbone_mode", backbone_mode, ("eval", "train")
+    )
+    if schedule == "epoch" and warmup_epochs:
+        raise ValueError("warmup_epochs: the per-epoch schedule has no warmup, got a warmup")
     if mode == "cached":
         batch_size = 256 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     else:
@@ -719,7 +789,7 @@ def linear_probe(
     try:
         for p in backbone.parameters():
             p.requires_grad_(False)
-        backbone.eval()
+        _set_mode(backbone, train=backbone_mode == "train")
         classifier, history, train_top1, train_top5, num_train, val = _train_probe(
             backbone,
             train_loader,
@@ -736,6 +806,18 @@ def linear_probe(
             seed=seed,
             amp_dtype=amp_dtype,
             on_epoch=on_epoch,
+            settings=_ProbeSettings(
+                nesterov=nesterov,
+                label_smoothing=label_smoothing,
+                clip_grad=clip_grad,
+                warmup_epochs=warmup_epochs,
+                warmup_lr=peak_lr * warmup_lr_fraction,
+                min_lr=peak_lr * min_lr_fraction,
+                schedule=schedule,
+                backbone_train=backbone_mode == "train",
+                head_init=head_init,
+                on_step=on_step,
+            ),
         )
     finally:
         for name, p in backbone.named_parameters():
@@ -768,6 +850,31 @@ def linear_probe(
     )
 
 
+@dataclass(frozen=True)
+class _ProbeSettings:
+    """The settings of :func:`linear_probe` beyond the plain SGD recipe."""
+
+    nesterov: bool = False
+    label_smoothing: float = 0.0
+    clip_grad: float = 0.0
+    warmup_epochs: float = 0.0
+    warmup_lr: float = 0.0
+    min_lr: float = 0.0
+    schedule: str = "step"
+    backbone_train: bool = False
+    head_init: HeadInit = "normal"
+    on_step: Callable[[ProbeStep], None] | None = None
+
+
+def _set_mode(backbone: nn.Module, *, train: bool) -> None:
+    """Eval mode, or train mode with the running-statistics norm layers kept in eval mode."""
+    backbone.train(train)
+    if train:
+        for module in backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def _train_probe(
     backbone: nn.Module,
     train_loader: Iterable[Any],
@@ -785,18 +892,28 @@ def _train_probe(
     seed: int,
     amp_dtype: torch.dtype | None,
     on_epoch: Callable[[dict[str, float]], None] | None,
+    settings: _ProbeSettings,
 ) -> tuple[nn.Module, list[dict[str, float]], float, float, int, tuple[Tensor, Tensor]]:
-    """The training loop of :func:`linear_probe` (the backbone is already frozen)."""
+    """The training loop of :func:`linear_probe` (the backbone is already frozen and in the
+    probe's mode)."""
     val_features, val_labels = extract_features(
         backbone, val_loader, device=device, amp_dtype=amp_dtype, normalize=False
     )
     _check_labels_in_range(val_labels, num_classes)
     generator = torch.Generator().manual_seed(seed)
     classifier = _build_classifier(
-        val_features.shape[1], num_classes, batchnorm=batchnorm, generator=generator
+        val_features.shape[1],
+        num_classes,
+        batchnorm=batchnorm,
+        generator=generator,
+        head_init=settings.head_init,
     ).to(device)
     optimizer = torch.optim.SGD(
-        classifier.parameters(), lr=peak_lr, momentum=momentum, weight_decay=weight_decay
+        classifier.parameters(),
+        lr=peak_lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        nesterov=settings.nesterov,
     )
 
     train_cache: tuple[Tensor, Tensor] | None = None
@@ -827,6 +944,7 @@ def _train_probe(
             yield features, y
 
     total_steps = epochs * steps_per_epoch
+    warmup_steps = min(round(settings.warmup_epochs * steps_per_epoch), total_steps)
 
     history: list[dict[str, float]] = []
     step = 0
@@ -842,14 +960,44 @@ def _train_probe(
         for features, labels in batches():
             if batchnorm and features.shape[0] < 2:
                 continue
-            lr = _cosine_lr(peak_lr, step, total_steps)
+            if settings.schedule == "epoch":  # MoCo v3: the cosine of the epoch
+                lr = peak_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+            else:
+                lr = cosine_schedule(
+                    step,
+                    total_steps,
+                    peak_lr,
+                    settings.min_lr,
+                    warmup_steps=warmup_steps,
+                    warmup_start=settings.warmup_lr,
+                )
             for group in optimizer.param_groups:
                 group["lr"] = lr
             logits = classifier(features)  # (B, C)
-            loss = F.cross_entropy(logits, labels)
+            loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(loss)
+            params = [p for p in classifier.parameters() if p.grad is not None]
+            if settings.clip_grad > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.clip_grad)
+            else:
+                grad_norm = torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(p.grad) for p in params])  # type: ignore[arg-type]
+                )
             optimizer.step()
+            if settings.on_step is not None:
+                settings.on_step(
+                    ProbeStep(
+                        step,
+                        epoch,
+                        optimizer,
+                        logits.detach(),
+                        labels,
+                        float(loss.detach()),
+                        float(grad_norm),
+                        backbone.training,
+                    )
+                )
             step += 1
             n = features.shape[0]
             seen += n
