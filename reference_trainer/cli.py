@@ -183,14 +183,14 @@ def recipes_cmd() -> None:
     """List the shipped recipes (use one with: syn2co-train run --recipe NAME)."""
     from .recipes import recipes
 
+    shipped = recipes()
     table = Table(title="recipes: syn2co-train run --recipe NAME (flags override its values)")
-    table.add_column("name", no_wrap=True)
-    table.add_column("v", justify="right", no_wrap=True)
-    table.add_column("what", no_wrap=True, overflow="ellipsis")
-    for recipe in recipes().values():
+    table.add_column("name", no_wrap=True, min_width=max(map(len, shipped)))
+    table.add_column("version and what", no_wrap=True, overflow="ellipsis")
+    for recipe in shipped.values():
         lacking = recipe.missing()
-        what = recipe.summary + (f" [needs {', '.join(lacking)}]" if lacking else "")
-        table.add_row(recipe.name, str(recipe.version), what)
+        needs = f"(needs {', '.join(lacking)}) " if lacking else ""
+        table.add_row(recipe.name, f"v{recipe.version} {needs}{recipe.summary}", style=None)
     out_console.print(table)
     out_console.print("values, sources and published numbers: docs/trainer/reproducing.md")
 
