@@ -13,6 +13,7 @@ section) in a comment.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -44,6 +45,7 @@ class Recipe:
         requires: Methods or architectures beyond the built-in ones (``method:NAME``,
             ``arch:NAME``).
         options: The ``TrainConfig`` values, in file order.
+        sources: Each option's source, from its comment in the file.
         path: The file.
     """
 
@@ -55,6 +57,7 @@ class Recipe:
     compute: str
     requires: tuple[str, ...]
     options: dict[str, Any]
+    sources: dict[str, str]
     path: Path
 
     def missing(self) -> list[str]:
@@ -71,13 +74,26 @@ class Recipe:
         return lacking
 
 
+_OPTION_LINE = re.compile(r"^  (?P<key>\w+): .*?  # (?P<source>.+)$")
+
+
+def _sources(text: str) -> dict[str, str]:
+    """Each option's source: the comment after its value in the ``options`` block."""
+    block = text.split("\noptions:\n", 1)[1]
+    return {m["key"]: m["source"] for m in map(_OPTION_LINE.match, block.splitlines()) if m}
+
+
 def _read(path: Path) -> Recipe:
-    data = yaml.safe_load(path.read_text())
+    text = path.read_text()
+    data = yaml.safe_load(text)
     if not isinstance(data, dict) or sorted(data) != sorted(_FIELDS):
         got = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise ConfigError(f"recipe file {path.name}: expected the keys {list(_FIELDS)}, got {got}")
     if data["name"] != path.stem:
         raise ConfigError(f"recipe file {path.name}: its name is {data['name']!r}")
+    unsourced = sorted(set(data["options"]) - set(_sources(text)))
+    if unsourced:
+        raise ConfigError(f"recipe file {path.name}: no source comment for {unsourced}")
     return Recipe(
         name=str(data["name"]),
         version=int(data["version"]),
@@ -87,6 +103,7 @@ def _read(path: Path) -> Recipe:
         compute=str(data["compute"]),
         requires=tuple(str(r) for r in data["requires"]),
         options=dict(data["options"]),
+        sources=_sources(text),
         path=path,
     )
 

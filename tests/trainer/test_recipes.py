@@ -150,3 +150,43 @@ def test_each_recipe_runs_a_few_steps_on_cpu(
     assert [r["step"] for r in records] == [1, 2, 3]
     if options["negatives"] != "none":  # the step form of the window replaced the recipe's
         assert [r["synthetic_negatives"] for r in records] == [False, True, True]
+
+
+DOCS_TABLE = Path(__file__).resolve().parents[2] / "docs" / "trainer" / "reproducing.md"
+
+
+def _documented_values() -> dict[str, dict[str, tuple[str, str]]]:
+    """``{recipe: {option: (value, source)}}`` from the docs' table of recipe values."""
+    text = DOCS_TABLE.read_text().split("## Every recipe value and its source", 1)[1]
+    table: dict[str, dict[str, tuple[str, str]]] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`"):
+            continue
+        recipe, option, value, source = cells
+        table.setdefault(recipe.strip("`"), {})[option.replace("`", "")] = (
+            value.strip("`"),
+            source,
+        )
+    return table
+
+
+def test_each_recipe_resolves_to_exactly_its_documented_values() -> None:
+    documented = _documented_values()
+    assert set(documented) == set(recipe_names())
+    for name, recipe in recipes().items():
+        rows = documented[name]
+        options = {k: v for k, v in rows.items() if k != "lr (resolved)"}
+        assert set(options) == set(recipe.options), name
+        assert {k: source for k, (_, source) in options.items()} == recipe.sources, name
+        if recipe.missing():
+            assert "lr (resolved)" not in rows
+            continue
+        cfg = config_from_options(None, {"recipe": name})
+        for option, (value, _) in options.items():
+            assert getattr(cfg, option) == yaml.safe_load(value), (name, option)
+        if "lr" in recipe.options:
+            assert "lr (resolved)" not in rows
+        else:
+            lr = resolve(cfg, train_size=cfg.batch_size * 10).lr
+            assert lr == pytest.approx(float(rows["lr (resolved)"][0]), rel=1e-9), name
