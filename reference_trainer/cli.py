@@ -348,7 +348,7 @@ def eval_linear(
     from .protocols import LINEAR_PROTOCOLS
 
     chosen = LINEAR_PROTOCOLS[protocol]
-    overrides = {
+    overrides: dict[str, Any] = {
         "epochs": epochs,
         "base_lr": base_lr,
         "lr_reference_batch": lr_reference_batch,

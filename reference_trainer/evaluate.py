@@ -982,7 +982,7 @@ def _train_probe(
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.clip_grad)
             else:
                 grad_norm = torch.linalg.vector_norm(
-                    torch.stack([torch.linalg.vector_norm(p.grad) for p in params])  # type: ignore[arg-type]
+                    torch.stack([torch.linalg.vector_norm(p.grad) for p in params])
                 )
             optimizer.step()
             if settings.on_step is not None:

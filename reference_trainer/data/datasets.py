@@ -18,7 +18,7 @@ import os
 import pickle
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -57,16 +57,7 @@ DatasetKind = Literal[
     "builtin",
 ]
 #: The accepted ``kind`` values of :func:`build_dataset`.
-DATASET_KINDS: tuple[str, ...] = (
-    "imagefolder",
-    "imagenet100",
-    "cifar10",
-    "cifar100",
-    "stl10",
-    "mnist",
-    "fashion-mnist",
-    "builtin",
-)
+DATASET_KINDS: tuple[str, ...] = get_args(DatasetKind)
 
 #: File name endings (lower case) that :class:`ImageFolderDataset` treats as images.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
