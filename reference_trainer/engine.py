@@ -344,7 +344,8 @@ class Trainer:
         neg = (
             "none"
             if self.spec is None
-            else f"{cfg.negatives} ({self.spec.total}/query, N={self.spec.n_hard})"
+            else f"{cfg.negatives} ({self.spec.total}/query, N={self.spec.n_hard}, steps "
+            f"{r.window.start}-{'end' if r.window.end is None else r.window.end})"
         )
         self.console.print(
             f"[bold]syn2co-train[/] {cfg.method} {cfg.arch} {cfg.img_size}px | "

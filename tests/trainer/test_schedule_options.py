@@ -3,12 +3,19 @@ and the weight-decay groups of --weight-decay-exclude on tiny ViT and Swin backb
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from reference_trainer.cli import app
 from reference_trainer.config import TrainConfig, check_options, resolve
 from reference_trainer.errors import ConfigError
 from reference_trainer.models import create_backbone, parameter_groups
+
+from .conftest import tiny_run
 
 SYNCO = TrainConfig(negatives="synco-v2", negatives_start_epoch=30, negatives_end_epoch=101)
 
@@ -132,3 +139,21 @@ def test_weight_decay_groups_of_a_tiny_swin() -> None:
     assert _groups(model, "1d") == (matrices | tables, ones)
     assert _groups(model, "1d+no-weight-decay") == (matrices, ones | tables)
     assert _groups(model, "none") == (matrices | tables | ones, set())
+
+
+def test_epoch_window_is_the_same_after_a_resume(tmp_path: Path, runner: CliRunner) -> None:
+    """96 images at batch 16: 6 steps per epoch, so epochs 0.5 to 1.5 are steps 3 to 8."""
+    window = ["--negatives", "synco-v2", "--negatives-start-epoch", "0.5"]
+    window += ["--negatives-end-epoch", "1.5", "--steps", "10"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    for out, stop in ((straight, []), (resumed, ["--stop-at", "4"])):
+        res = runner.invoke(app, tiny_run(out, *window, *stop, "--log-every", "1"))
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["run", "--resume", str(resumed), "--out", str(resumed)])
+    assert res.exit_code == 0, res.output
+    flags = {}
+    for out in (straight, resumed):
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        flags[out] = [json.loads(line)["synthetic_negatives"] for line in lines]
+    assert flags[straight] == [False] * 3 + [True] * 6 + [False]
+    assert flags[resumed] == flags[straight]
