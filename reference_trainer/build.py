@@ -55,7 +55,9 @@ def build_optimizer(
     resolved: Resolved, online: nn.Module, device: torch.device
 ) -> torch.optim.Optimizer:
     """The method's optimizer over the online network's trainable parameters."""
-    groups = parameter_groups(online, resolved.weight_decay)
+    groups = parameter_groups(
+        online, resolved.weight_decay, exclude=resolved.config.weight_decay_exclude
+    )
     kind = resolved.method.preset.optimizer
     if kind == "adamw":
         fused = device.type == "cuda"

@@ -21,6 +21,7 @@ from reference_trainer.data.datasets import (
     DatasetKind,
     ImageFolderDataset,
     build_dataset,
+    imagenet100_classes,
     read_rgb_image,
 )
 from reference_trainer.data.transforms import (
@@ -70,6 +71,7 @@ __all__ = [
     "collate_eval",
     "collate_two_views",
     "eval_transform",
+    "imagenet100_classes",
     "loader_generator",
     "read_rgb_image",
     "seed_worker",

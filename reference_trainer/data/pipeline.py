@@ -216,7 +216,7 @@ def build_train_data(
         raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
     check_mixing(cfg)  # before any file is read
     synthetic_only = cfg.synthetic_fraction == 1.0 and cfg.synthetic_schedule == "constant"
-    if synthetic_only and cfg.dataset == "imagefolder" and cfg.data is None:
+    if synthetic_only and cfg.dataset in ("imagefolder", "imagenet100") and cfg.data is None:
         real: Dataset[Any] = _Empty()  # synthetic only; --data is needed later for eval only
     else:
         real = dataset_for(cfg, "train")

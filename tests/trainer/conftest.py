@@ -89,3 +89,20 @@ def write_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: i
 @pytest.fixture
 def image_folder(tmp_path: Path) -> tuple[Path, Path]:
     return write_image_folder(tmp_path / "train"), write_image_folder(tmp_path / "val", per_class=4)
+
+
+def write_fake_imagenet(root: Path, per_class: int = 1, distractors: int = 3) -> Path:
+    """An ImageNet-like root: ``train/`` and ``val/`` with a folder for each ImageNet-100 WordNet
+    id (8 px PNGs) plus ``distractors`` other classes that ImageNet-100 must ignore."""
+    from reference_trainer.data import imagenet100_classes
+
+    rng = random.Random(1)
+    wnids = list(imagenet100_classes()) + [f"n9999999{i}" for i in range(distractors)]
+    for split in ("train", "val"):
+        for wnid in wnids:
+            folder = root / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                colour = tuple(rng.randrange(256) for _ in range(3))
+                Image.new("RGB", (8, 8), colour).save(folder / f"{wnid}_{i}.png")
+    return root
