@@ -59,14 +59,14 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """The run's optimizer over the online network's trainable parameters.
 
-    Biases and normalisation parameters (every parameter with at most one dimension) and the
-    backbone's ``no_weight_decay()`` names get no weight decay, unless the method's preset says
-    ``decay_norms_and_biases`` (MoCo v2's plain SGD decays everything); LARS leaves them out
-    of its layer-wise adaptation in any case, as SimCLR does.
+    Parameters without weight decay are chosen by ``--weight-decay-exclude`` (the method's
+    default: biases, norms and the backbone's ``no_weight_decay()`` names; MoCo v2's plain SGD
+    decays everything); LARS also leaves them out of its layer-wise adaptation, as SimCLR's
+    optimizer does by default.
     """
-    decay, no_decay = parameter_groups(online, resolved.weight_decay)
-    if resolved.preset.decay_norms_and_biases:
-        no_decay["weight_decay"] = resolved.weight_decay
+    decay, no_decay = parameter_groups(
+        online, resolved.weight_decay, exclude=resolved.weight_decay_exclude
+    )
     groups = [decay, no_decay]
     momentum = resolved.preset.optimizer_momentum
     if resolved.optimizer == "adamw":

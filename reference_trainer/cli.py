@@ -140,18 +140,27 @@ def _run_parameters() -> list[inspect.Parameter]:
 
 
 def config_from_options(config: Path | None, options: dict[str, Any]) -> TrainConfig:
-    """Defaults, then the config file, then the options given on the command line.
+    """The run's options, layer by layer (the method's defaults fill what is left unset later).
 
-    ``--data`` without ``--dataset`` (in neither) means an image folder, never the built-in
-    default; a resumed run keeps its own dataset.
+    Lowest first: the field defaults, the recipe (``--recipe``, or a ``recipe`` key of the
+    config file), the config file, the command line. ``--data`` without ``--dataset`` (in none
+    of them) means an image folder, never the built-in default; a resumed run keeps its own
+    dataset.
     """
+    from .recipes import load_recipe
+
+    file_values = load_config_file(config) if config is not None else {}
+    given = {k: v for k, v in options.items() if v is not None}
     cfg = TrainConfig()
     named: set[str] = set()
+    spec = given.get("recipe", file_values.get("recipe"))
+    if spec is not None:
+        recipe = load_recipe(str(spec))
+        cfg = cfg.updated(recipe.options, source=f"recipe {recipe.name}").updated({"recipe": spec})
+        named |= {str(key).replace("-", "_") for key in recipe.options}
     if config is not None:
-        values = load_config_file(config)
-        cfg = cfg.updated(values, source=f"--config {config}")
-        named = {str(key).replace("-", "_") for key in values}
-    given = {k: v for k, v in options.items() if v is not None}
+        cfg = cfg.updated(file_values, source=f"--config {config}")
+        named |= {str(key).replace("-", "_") for key in file_values}
     cfg = cfg.updated(given, source="command line")
     if cfg.data is not None and "dataset" not in named | set(given) and cfg.resume is None:
         cfg = cfg.updated({"dataset": infer_dataset(cfg.data)})
@@ -213,6 +222,23 @@ app.command(
     "of a timm ViT/Swin/ResNet, with synthetic negatives. Options may come from --config; the "
     "resolved config is saved in --out.",
 )(_run)
+
+
+@app.command("recipes")
+def recipes_cmd() -> None:
+    """List the shipped recipes (use one with: syn2co-train run --recipe NAME)."""
+    from .recipes import recipes
+
+    shipped = recipes()
+    table = Table(title="recipes: syn2co-train run --recipe NAME (flags override its values)")
+    table.add_column("name", no_wrap=True, min_width=max(map(len, shipped)))
+    table.add_column("version and what", no_wrap=True, overflow="ellipsis")
+    for recipe in shipped.values():
+        lacking = recipe.missing()
+        needs = f"(needs {', '.join(lacking)}) " if lacking else ""
+        table.add_row(recipe.name, f"v{recipe.version} {needs}{recipe.summary}", style=None)
+    out_console.print(table)
+    out_console.print("values, sources and published numbers: docs/trainer/reproducing.md")
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,7 +406,10 @@ class _Progress:
 def eval_knn(
     run: RunDir,
     k: Annotated[
-        list[int] | None, typer.Option("--k", help="Neighbours; repeat for several.")
+        list[int] | None,
+        typer.Option(
+            "--k", help="Neighbours; repeat for several [default: 10 20 100 200, SynCo v2's]."
+        ),
     ] = None,
     temperature: Annotated[float, typer.Option(help="Weighting temperature.")] = 0.07,
     branch: Branch = "online",
@@ -397,7 +426,9 @@ def eval_knn(
     out: Annotated[Path | None, typer.Option(help="JSON file (default RUN/eval_knn.json).")] = None,
 ) -> None:
     """Weighted kNN (cosine, temperature-weighted votes) on the run's train/val split."""
-    ks = tuple(dict.fromkeys(k)) if k else (10, 20, 200)
+    from .protocols import KNN_KS
+
+    ks = tuple(dict.fromkeys(k)) if k else KNN_KS
     for kk in ks:
         _check_option("--k", kk, minimum=1)
     _check_option("--temperature", temperature)
@@ -455,38 +486,61 @@ def eval_knn(
     console.print(f"saved {path}")
 
 
-def _probe_settings(mode: str, batch_size: int | None, **given: Any) -> Any:
-    """The probe's hyperparameters: the defaults, then the options given (errors name them)."""
-    from .evaluate import LinearProbeSettings
+def _probe_settings(protocol: str, **given: Any) -> Any:
+    """The protocol's probe settings, the options given replacing single values (errors name
+    the option, and the protocol when the bad value is its own)."""
+    from .protocols import LINEAR_PROTOCOLS
 
     changes = {name: value for name, value in given.items() if value is not None}
-    changes["mode"] = mode
-    changes["batch_size"] = 256 if batch_size is None else batch_size
     try:
-        return dataclasses.replace(LinearProbeSettings(), **changes)
+        return dataclasses.replace(LINEAR_PROTOCOLS[protocol], **changes)
     except (TypeError, ValueError) as e:
         name, _, problem = str(e).partition(": ")
+        if name not in changes:
+            problem += f" (the value of --protocol {protocol}; set {_option(name)})"
         raise ConfigError(f"{_option(name)}: {problem}") from None
 
 
 def _probe_option(name: str, text: str, *flags: str) -> Any:
-    """A probe option whose help ends with the default of :class:`LinearProbeSettings`.
+    """A probe option whose help ends with each protocol's value of it.
 
-    The option itself defaults to None ("not given"), so that a recipe could supply the value.
+    The option itself defaults to None ("not given"): the protocol supplies the value.
     """
-    from .evaluate import LinearProbeSettings
+    from .protocols import LINEAR_PROTOCOLS
 
-    default = getattr(LinearProbeSettings(), name)
-    return typer.Option(*flags, help=f"{text} (default: {default})", show_default=False)
+    values = ", ".join(
+        f"{protocol} {getattr(settings, name)}" for protocol, settings in LINEAR_PROTOCOLS.items()
+    )
+    return typer.Option(*flags, help=f"{text} ({values})", show_default=False)
+
+
+def _protocol_option() -> Any:
+    from .protocols import PROTOCOL_SUMMARIES
+
+    summaries = "; ".join(f"{name}: {text}" for name, text in PROTOCOL_SUMMARIES.items())
+    return typer.Option(
+        help=f"The probe's settings (the options below override single values). {summaries}."
+    )
 
 
 @eval_app.command("linear")
 @friendly
 def eval_linear(
     run: RunDir,
-    epochs: Annotated[
-        int | None, _probe_option("epochs", "Probe epochs (MoBY recipe: 100, MoCo v3: 90).")
+    protocol: Annotated[
+        Literal["fast", "synco-v2", "mocov3"],
+        _protocol_option(),
+    ] = "fast",
+    mode: Annotated[
+        Literal["cached", "augmented"] | None,
+        _probe_option(
+            "mode",
+            "cached: features of the evaluation transform extracted once; augmented: random "
+            "resized crops and flips every epoch, features recomputed.",
+        ),
     ] = None,
+    epochs: Annotated[int | None, _probe_option("epochs", "Probe epochs.")] = None,
+    batch_size: Annotated[int | None, _probe_option("batch_size", "Probe batch size.")] = None,
     base_lr: Annotated[
         float | None,
         _probe_option("base_lr", "SGD learning rate at the reference batch.", "--lr", "--base-lr"),
@@ -496,9 +550,6 @@ def eval_linear(
         _probe_option(
             "lr_reference_batch", "Batch size the lr refers to (lr x batch / this is used)."
         ),
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Probe batch size (default: 256).", show_default=False)
     ] = None,
     momentum: Annotated[float | None, _probe_option("momentum", "SGD momentum.")] = None,
     nesterov: Annotated[
@@ -511,6 +562,24 @@ def eval_linear(
         float | None,
         _probe_option("warmup_epochs", "Linear lr warmup epochs before the cosine decay."),
     ] = None,
+    warmup_lr_fraction: Annotated[
+        float | None,
+        _probe_option(
+            "warmup_lr_fraction",
+            "lr of the first step as a fraction of the peak, rising linearly to the peak "
+            "(None: from 0, the first step already at peak / warmup steps).",
+        ),
+    ] = None,
+    min_lr_fraction: Annotated[
+        float | None,
+        _probe_option("min_lr_fraction", "lr the cosine ends at, as a fraction of the peak."),
+    ] = None,
+    schedule: Annotated[
+        Literal["step", "epoch"] | None,
+        _probe_option(
+            "schedule", "step: cosine over the steps; epoch: the cosine of the epoch (no warmup)."
+        ),
+    ] = None,
     batchnorm: Annotated[
         bool | None,
         _probe_option(
@@ -520,13 +589,35 @@ def eval_linear(
             "--batchnorm/--no-batchnorm",
         ),
     ] = None,
-    mode: Annotated[
-        Literal["cached", "augmented"],
-        typer.Option(
-            help="cached: features once; augmented: random crops and flips every epoch "
-            "(the published recipe)."
+    label_smoothing: Annotated[
+        float | None, _probe_option("label_smoothing", "Label smoothing of the cross-entropy.")
+    ] = None,
+    clip_grad: Annotated[
+        float | None,
+        _probe_option("clip_grad", "Clip the classifier's gradient norm to this (0: off)."),
+    ] = None,
+    head_init: Annotated[
+        Literal["normal", "xavier", "trunc-normal", "backbone"] | None,
+        _probe_option(
+            "head_init",
+            "Classifier weights: N(0, 0.01), xavier uniform, truncated normal 0.02, or as the "
+            "architecture's official constructor builds its head.",
         ),
-    ] = "cached",
+    ] = None,
+    backbone_mode: Annotated[
+        Literal["eval", "train"] | None,
+        _probe_option(
+            "backbone_mode",
+            "train: dropout and drop-path active while the probe trains in augmented mode "
+            "(weights never change).",
+        ),
+    ] = None,
+    drop_path: Annotated[
+        float | None,
+        _probe_option(
+            "drop_path", "Rebuild the backbone with this drop-path rate (None: as trained)."
+        ),
+    ] = None,
     branch: Branch = "online",
     data: Annotated[str | None, typer.Option(help="Override the run's --data.")] = None,
     val_data: Annotated[str | None, typer.Option(help="Override the run's --val-data.")] = None,
@@ -541,16 +632,25 @@ def eval_linear(
 ) -> None:
     """Linear probe on the frozen backbone (the backbone's weights are checked unchanged)."""
     settings = _probe_settings(
-        mode,
-        batch_size,
+        protocol,
+        mode=mode,
         epochs=epochs,
+        batch_size=batch_size,
         base_lr=base_lr,
         lr_reference_batch=lr_reference_batch,
         momentum=momentum,
         nesterov=nesterov,
         weight_decay=weight_decay,
         warmup_epochs=warmup_epochs,
+        warmup_lr_fraction=warmup_lr_fraction,
+        min_lr_fraction=min_lr_fraction,
+        schedule=schedule,
         batchnorm=batchnorm,
+        label_smoothing=label_smoothing,
+        clip_grad=clip_grad,
+        head_init=head_init,
+        backbone_mode=backbone_mode,
+        drop_path=drop_path,
     )
     _check_option("--seed", seed, minimum=0)
     dev, path = _eval_prelude(
@@ -559,15 +659,17 @@ def eval_linear(
 
     from .data.pipeline import eval_loader, linear_train_loader
     from .evaluate import linear_probe
-    from .pretrained import load_backbone
+    from .protocols import for_arch
 
     cfg = _eval_config(run, data, val_data, dataset, workers)
-    val_loader = eval_loader(cfg, "val", batch_size=settings.batch_size)
+    settings = for_arch(settings, cfg.arch)
+    batch = settings.batch_size or 256  # what the probe resolves None to, in either mode
+    val_loader = eval_loader(cfg, "val", batch_size=batch)
     train_loader = linear_train_loader(
-        cfg, batch_size=settings.batch_size, augmented=mode == "augmented", seed=seed
+        cfg, batch_size=batch, augmented=settings.mode == "augmented", seed=seed
     )
     num_classes = val_loader.dataset.base.num_classes  # type: ignore[attr-defined]
-    backbone, _ = load_backbone(run, branch)
+    backbone, _ = probe_backbone(run, branch, settings.drop_path)
     with _Progress("linear", log_every) as progress:
         result = linear_probe(
             backbone.to(dev),
@@ -580,7 +682,10 @@ def eval_linear(
             on_epoch=lambda entry: progress.epoch(entry, settings.epochs),
             progress=progress,
         )
-    table = Table(title=f"linear probe on {cfg.dataset} ({mode}, {settings.epochs} epochs)")
+    table = Table(
+        title=f"linear probe on {cfg.dataset} ({protocol}: {settings.mode}, "
+        f"{settings.epochs} epochs)"
+    )
     for col in ("split", "top-1 (%)", "top-5 (%)"):
         table.add_column(col)
     table.add_row("train", f"{result.train_top1:.2f}", f"{result.train_top5:.2f}")
@@ -589,8 +694,21 @@ def eval_linear(
     console.print(
         f"backbone unchanged: {result.backbone_unchanged} (sha256 {result.fingerprint_after[:12]})"
     )
-    _save_json(path, result.to_dict() | {"branch": branch, "run": str(run)})
+    _save_json(path, result.to_dict() | {"branch": branch, "run": str(run), "protocol": protocol})
     console.print(f"saved {path}")
+
+
+def probe_backbone(run: Path, branch: str, drop_path: float | None) -> tuple[Any, Any]:
+    """The run's backbone, rebuilt with the probe's drop-path rate when it sets one."""
+    from .models import create_backbone
+    from .pretrained import load_backbone
+
+    backbone, cfg = load_backbone(run, branch)  # type: ignore[arg-type]
+    if drop_path is None:
+        return backbone, cfg
+    rebuilt = create_backbone(cfg, drop_path=drop_path)
+    rebuilt.load_state_dict(backbone.state_dict())
+    return rebuilt.eval(), cfg
 
 
 # --------------------------------------------------------------------------------------------
@@ -659,7 +777,12 @@ def synth_cmd(
         Path | None, typer.Option(help="File with one class name per line.")
     ] = None,
     classes_from: Annotated[
-        Path | None, typer.Option(help="Image folder whose class folders name the classes.")
+        str | None,
+        typer.Option(
+            help="Image folder whose class folders name the classes, or imagenet100 (the 100 "
+            "ImageNet-100 classes, folders named by WordNet id; a folder of that name: "
+            "./imagenet100/)."
+        ),
     ] = None,
     images_per_class: Annotated[int, typer.Option(help="Images per class.")] = 100,
     steps: Annotated[
@@ -681,6 +804,14 @@ def synth_cmd(
     templates_file: Annotated[
         Path | None, typer.Option(help="Prompt templates, one per line, each with one {}.")
     ] = None,
+    prompts: Annotated[
+        Literal["templates", "fake-it"],
+        typer.Option(
+            help="templates: the class name in CLIP-style templates; fake-it: 'name, WordNet "
+            "hypernym inside Places365 scene' with guidance 2.0, as in Fake it till you make "
+            "it (needs --classes-from imagenet100)."
+        ),
+    ] = "templates",
     kind: Annotated[
         Literal["auto", "text", "class", "unconditional"],
         typer.Option(help="How to drive the pipeline; auto: from its call signature."),
@@ -712,6 +843,7 @@ def synth_cmd(
             device=device,
             dtype=dtype,
             templates_file=templates_file,
+            prompts=prompts,
             kind=kind,
             dup_threshold=dup_threshold,
             limit=limit,

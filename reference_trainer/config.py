@@ -3,9 +3,15 @@
 One flat dataclass, :class:`TrainConfig`, holds every option of ``syn2co-train run``; the CLI's
 options are generated from its fields (their ``help`` metadata), so the two never drift apart.
 Precedence, lowest first: field defaults, then the method and image-size presets (fields left
-``None`` are *resolved* from them), then a config file (YAML or TOML, flat keys with ``-`` or
+``None`` are *resolved* from them), then a recipe (``--recipe NAME``, a versioned file shipped in
+:mod:`reference_trainer.recipes`), then a config file (YAML or TOML, flat keys with ``-`` or
 ``_``), then the command line. The resolved config is written to ``RUN_DIR/config.yaml``
 and can be passed back with ``--config``.
+
+Some options come in two forms, in optimizer steps or in epochs (:data:`ALTERNATIVE_FORMS`).
+One layer may set only one form of each pair; a layer that sets one form clears the other form
+set by a lower layer, so ``--recipe synco-v2-deit-s --negatives-start 0`` overrides the
+recipe's ``negatives_start_epoch``.
 """
 
 from __future__ import annotations
@@ -34,7 +40,15 @@ from syn2co.schedules import ActiveWindow
 from .atomic import write_atomic
 from .data.registry import DATASETS, dataset_names
 from .errors import ConfigError
-from .methods import EmaSchedule, Method, MethodPreset, OptimizerKind, get_method, method_names
+from .methods import (
+    EmaSchedule,
+    Method,
+    MethodPreset,
+    OptimizerKind,
+    WeightDecayExclude,
+    get_method,
+    method_names,
+)
 from .resnets import check_resnet_options, is_resnet
 
 Negatives = Literal["none", "synco-v1", "synco-v2", "synco-v2-config", "mochi"]
@@ -60,8 +74,13 @@ class TrainConfig:
     """Every option of a pretraining run. ``None`` means: take it from the presets."""
 
     # --- what to train -----------------------------------------------------------------------
+    recipe: str | None = _opt(
+        "Start from a named recipe (list them with syn2co-train recipes; NAME or NAME@VERSION): "
+        "its values override the method's defaults, --config and the command line override it."
+    )
     arch: str = _opt(
-        "Backbone: deit_s, swin_t, vit_s, vit_t, resnet18, resnet50 or any timm ViT/Swin/ResNet "
+        "Backbone: deit_s (timm DeiT-S, 6 heads), vit_s_mocov3 (MoCo v3's ViT-S: 12 heads, fixed "
+        "sin-cos positions), vit_s, swin_t, vit_t, resnet18, resnet50 or any timm ViT/Swin/ResNet "
         "name (ResNets get the CIFAR stem at 32 px and below).",
         "deit_s",
     )
@@ -78,7 +97,10 @@ class TrainConfig:
         "builtin",
         choices=dataset_names,
     )
-    data: str | None = _opt("Training data: the train directory (imagefolder) or the root.")
+    data: str | None = _opt(
+        "Training data: the train directory (imagefolder) or the root (imagenet100: the "
+        "ImageNet-1K root with train/ and val/)."
+    )
     val_data: str | None = _opt("Validation data for evaluation (imagefolder directory).")
     img_size: int = _opt("Image side in pixels; presets exist for 32, 64, 96 and 224.", 32)
     builtin_size: int = _opt("Images in the built-in training set.", 10_000)
@@ -116,9 +138,23 @@ class TrainConfig:
     weight_decay: float | None = _opt(
         "Weight decay (default: the method's, e.g. 0.05 MoBY, 0.1 MoCo v3, 1e-4 MoCo v2)."
     )
+    weight_decay_exclude: WeightDecayExclude | None = _opt(
+        "Parameters without weight decay: 1d (biases and every 1-D parameter, as the SynCo v2 "
+        "and MoBY code), 1d+no-weight-decay (also the backbone's no_weight_decay() names: "
+        "position embeddings, class token, relative position tables) or none (MoCo v3's and "
+        "MoCo v2's code: all); LARS does not adapt the excluded ones either (default: the "
+        "method's, 1d+no-weight-decay, none for MoCo v2)."
+    )
     warmup_steps: int | None = _opt(
         "Linear warmup steps (default: the method's, e.g. 5/300 of the run MoBY, 10 epochs "
         "SimCLR, none MoCo v2)."
+    )
+    warmup_epochs: float | None = _opt("Linear warmup in epochs (instead of --warmup-steps).")
+    warmup_lr_fraction: float = _opt(
+        "Learning rate at step 0 of the warmup, as a fraction of the peak.", 0.0
+    )
+    min_lr_fraction: float = _opt(
+        "Learning rate the cosine ends at, as a fraction of the peak.", 0.0
     )
     clip_grad: float | None = _opt(
         "Gradient-norm clip; 0 disables (default: the method's, 5 MoBY, off otherwise)."
@@ -160,7 +196,18 @@ class TrainConfig:
         "built-in ones, as NAME=COUNT[,NAME=COUNT...] (each after the built-in types on the M "
         "axis, in registration order)."
     )
-    negatives_start: int = _opt("First optimizer step with synthetic negatives.", 0)
+    negatives_start: int | None = _opt("First optimizer step with synthetic negatives (default 0).")
+    negatives_start_epoch: float | None = _opt(
+        "First epoch with synthetic negatives (instead of --negatives-start); counted from the "
+        "global optimizer step, so independent of the number of GPUs and of resuming."
+    )
+    negatives_end_epoch: float | None = _opt(
+        "First epoch without synthetic negatives (instead of --negatives-end)."
+    )
+    negatives_as_run_gpus: int | None = _opt(
+        "Read the epoch window as the official SynCo v2 code runs it on this many GPUs: its "
+        "'epoch' counts per-GPU batches (GPUS x the true epoch) in a run never resumed."
+    )
     negatives_path: NegativesPath = _opt(
         "How synthetic negatives enter the loss: logits (their cosines from inner products, "
         "syn2co.negatives.synthetic_logits, no (B, M, D) tensor) or vectors "
@@ -253,7 +300,28 @@ class TrainConfig:
                     f"{source}: option '{key}' must be one of {', '.join(choices())}, "
                     f"got {clean[key]!r}"
                 )
+        for steps_form, epochs_form in ALTERNATIVE_FORMS:
+            given = [k for k in (steps_form, epochs_form) if clean.get(k) is not None]
+            if len(given) == 2:
+                raise ConfigError(
+                    f"{source}: give either {_flag(steps_form)} or {_flag(epochs_form)}, not both"
+                )
+            if given:  # this layer's form replaces the other form of the layers below
+                other = epochs_form if given[0] == steps_form else steps_form
+                clean[other] = None
         return dataclasses.replace(self, **clean)
+
+
+#: Options given either in optimizer steps or in epochs: (steps form, epochs form).
+ALTERNATIVE_FORMS: tuple[tuple[str, str], ...] = (
+    ("warmup_steps", "warmup_epochs"),
+    ("negatives_start", "negatives_start_epoch"),
+    ("negatives_end", "negatives_end_epoch"),
+)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
@@ -354,6 +422,8 @@ class Resolved:
         lr: Peak learning rate.
         weight_decay: Weight decay.
         warmup_steps: Linear warmup steps.
+        warmup_lr: Learning rate at step 0 (the warmup rises linearly from it to ``lr``).
+        min_lr: Learning rate at the last step (the cosine falls from ``lr`` to it).
         clip_grad: Gradient-norm clip (0 = off).
         drop_path: Stochastic depth of the online backbone.
         freeze_patch_embed: The patch projection is frozen.
@@ -362,9 +432,11 @@ class Resolved:
         ema_schedule: How the EMA momentum moves: ``cosine`` to 1, or ``constant``.
         queue_size: Length of each negative queue (methods with a queue).
         optimizer: ``adamw``, ``sgd`` or ``lars``.
+        weight_decay_exclude: Which parameters get no weight decay (and no LARS adaptation).
         proj_dim: The embedding size D.
         spec: The synthetic negatives, or None without them.
-        window: The steps at which the synthetic negatives are active.
+        window: The optimizer steps at which the synthetic negatives are active (from
+            :func:`negatives_window`).
     """
 
     config: TrainConfig
@@ -375,6 +447,8 @@ class Resolved:
     lr: float
     weight_decay: float
     warmup_steps: int
+    warmup_lr: float
+    min_lr: float
     clip_grad: float
     drop_path: float
     freeze_patch_embed: bool
@@ -383,6 +457,7 @@ class Resolved:
     ema_schedule: EmaSchedule
     queue_size: int
     optimizer: OptimizerKind
+    weight_decay_exclude: WeightDecayExclude
     proj_dim: int
     spec: NegativeSpec | None
     window: ActiveWindow
@@ -417,6 +492,9 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
         if cfg.lr is not None
         else preset.base_lr * cfg.batch_size / preset.lr_reference_batch
     )
+    warmup_steps = cfg.warmup_steps
+    if cfg.warmup_epochs is not None:
+        warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     if preset.warmup_epochs is not None:
         warmup_default = min(total, round(preset.warmup_epochs * steps_per_epoch))
     else:
@@ -426,7 +504,13 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
         lr=lr,
         optimizer=_default(cfg.optimizer, preset.optimizer),
         weight_decay=_default(cfg.weight_decay, preset.weight_decay),
-        warmup_steps=_default(cfg.warmup_steps, warmup_default),
+        weight_decay_exclude=_default(cfg.weight_decay_exclude, preset.weight_decay_exclude),
+        # the epoch form stays as given; the step form is filled only when neither was given
+        warmup_steps=(
+            cfg.warmup_steps
+            if cfg.warmup_epochs is not None
+            else _default(cfg.warmup_steps, warmup_default)
+        ),
         clip_grad=_default(cfg.clip_grad, preset.clip_grad),
         drop_path=_default(cfg.drop_path, 0.0 if resnet else preset.drop_path),
         freeze_patch_embed=_default(
@@ -438,9 +522,14 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
         proj_hidden=_default(cfg.proj_hidden, preset.proj_hidden),  # None: the feature width
         proj_dim=_default(cfg.proj_dim, preset.proj_dim),
     )
-    warmup = _default(filled.warmup_steps, 0)
+    warmup = _default(warmup_steps, _default(filled.warmup_steps, 0))
     if warmup > total:
-        raise ConfigError(f"--warmup-steps {warmup} exceeds the {total} training steps")
+        given = (
+            f"--warmup-epochs {cfg.warmup_epochs} ({warmup} steps)"
+            if cfg.warmup_epochs is not None
+            else f"--warmup-steps {warmup}"
+        )
+        raise ConfigError(f"{given} exceeds the {total} training steps")
     spec = _negative_spec(filled, method)
     return Resolved(
         config=filled,
@@ -451,6 +540,8 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
         lr=lr,
         weight_decay=_default(filled.weight_decay, 0.0),
         warmup_steps=warmup,
+        warmup_lr=lr * cfg.warmup_lr_fraction,
+        min_lr=lr * cfg.min_lr_fraction,
         clip_grad=_default(filled.clip_grad, 0.0),
         drop_path=_default(filled.drop_path, 0.0),
         freeze_patch_embed=_default(filled.freeze_patch_embed, False),
@@ -459,10 +550,53 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
         ema_schedule=preset.ema_schedule,
         queue_size=_default(filled.queue_size, preset.queue_size),
         optimizer=_default(filled.optimizer, preset.optimizer),
+        weight_decay_exclude=_default(filled.weight_decay_exclude, preset.weight_decay_exclude),
         proj_dim=_default(filled.proj_dim, preset.proj_dim),
         spec=spec,
-        window=ActiveWindow(cfg.negatives_start, cfg.negatives_end),
+        window=negatives_window(cfg, steps_per_epoch=steps_per_epoch, train_size=train_size),
     )
+
+
+def negatives_window(cfg: TrainConfig, *, steps_per_epoch: int, train_size: int) -> ActiveWindow:
+    """The optimizer steps at which the synthetic negatives are active: the one place where the
+    step and epoch forms of the window become steps.
+
+    The engine compares the window with its global optimizer step, which counts the steps of
+    the whole run (all ranks together, restored on resume), so the window does not depend on
+    the number of GPUs or on resuming.
+
+    * Step form: ``[--negatives-start, --negatives-end)``.
+    * Epoch form: ``[start_epoch x S, end_epoch x S)`` with ``S = steps_per_epoch`` (global
+      batches per epoch), rounded to steps.
+    * Epoch form with ``--negatives-as-run-gpus G``: the window the official SynCo v2 code
+      activates in a run on ``G`` GPUs that is never resumed (``src/models/synco.py:243-248`` at
+      commit 61528c5): its epoch is ``(k + 1) // (N // B_gpu)``, with ``k`` the steps since the
+      process started and ``N // B_gpu`` the per-GPU batches of the whole dataset, ``G`` times
+      the true steps per epoch; active while ``start_epoch <= epoch < end_epoch``.
+
+    Args:
+        cfg: The run's options.
+        steps_per_epoch: Global optimizer steps per epoch.
+        train_size: Training images (the official code's ``N``).
+    """
+    start_epoch, end_epoch = cfg.negatives_start_epoch, cfg.negatives_end_epoch
+    if start_epoch is None and end_epoch is None:
+        return ActiveWindow(_default(cfg.negatives_start, 0), cfg.negatives_end)
+
+    def to_step(epoch: float) -> int:
+        if cfg.negatives_as_run_gpus is None:
+            return round(epoch * steps_per_epoch)
+        per_gpu_steps = train_size // (cfg.batch_size // cfg.negatives_as_run_gpus)
+        return max(0, math.ceil(epoch * per_gpu_steps) - 1)
+
+    start = to_step(start_epoch) if start_epoch is not None else _default(cfg.negatives_start, 0)
+    end = to_step(end_epoch) if end_epoch is not None else cfg.negatives_end
+    if end is not None and end <= start:
+        raise ConfigError(
+            f"the synthetic negatives' window [{start}, {end}) in steps is empty "
+            f"({steps_per_epoch} steps per epoch)"
+        )
+    return ActiveWindow(start, end)
 
 
 def check_options(cfg: TrainConfig, *, world_size: int = 1) -> type[Method]:
@@ -534,10 +668,7 @@ def check_options(cfg: TrainConfig, *, world_size: int = 1) -> type[Method]:
             f"--queue-size {queue} is smaller than the global batch ({cfg.batch_size}): each "
             f"step enqueues a whole batch of keys; raise --queue-size or lower --batch-size"
         )
-    if cfg.negatives_start < 0:
-        raise ConfigError("--negatives-start must be >= 0")
-    if cfg.negatives_end is not None and cfg.negatives_end <= cfg.negatives_start:
-        raise ConfigError("--negatives-end must be larger than --negatives-start")
+    check_schedule_forms(cfg)
     if cfg.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
     fmt = DATASETS.get(cfg.dataset)
@@ -578,6 +709,41 @@ def strategy_counts(cfg: TrainConfig) -> dict[str, int]:
         if getattr(cfg, name) is not None:
             given[name] = getattr(cfg, name)
     return {name: given[name] for name in registered if name in given}
+
+
+def check_schedule_forms(cfg: TrainConfig) -> None:
+    """The warmup and the synthetic negatives' window: one form each, consistent values."""
+    for steps_form, epochs_form in ALTERNATIVE_FORMS:
+        if getattr(cfg, steps_form) is not None and getattr(cfg, epochs_form) is not None:
+            raise ConfigError(f"give either {_flag(steps_form)} or {_flag(epochs_form)}, not both")
+    for name in ("warmup_epochs", "negatives_start_epoch", "negatives_end_epoch"):
+        value = getattr(cfg, name)
+        if value is not None and value < 0:
+            raise ConfigError(f"{_flag(name)} must be >= 0, got {value}")
+    for name in ("warmup_lr_fraction", "min_lr_fraction"):
+        value = getattr(cfg, name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{_flag(name)} must be in [0, 1], got {value}")
+    start = _default(cfg.negatives_start, 0)
+    if start < 0:
+        raise ConfigError(f"--negatives-start must be >= 0, got {start}")
+    if cfg.negatives_end is not None and cfg.negatives_end <= start:
+        raise ConfigError("--negatives-end must be larger than --negatives-start")
+    start_epoch = _default(cfg.negatives_start_epoch, 0.0)
+    if cfg.negatives_end_epoch is not None and cfg.negatives_end_epoch <= start_epoch:
+        raise ConfigError("--negatives-end-epoch must be larger than --negatives-start-epoch")
+    gpus = cfg.negatives_as_run_gpus
+    if gpus is not None:
+        if cfg.negatives_start_epoch is None and cfg.negatives_end_epoch is None:
+            raise ConfigError(
+                "--negatives-as-run-gpus reads the epoch window: give --negatives-start-epoch "
+                "or --negatives-end-epoch"
+            )
+        if gpus < 1 or cfg.batch_size % gpus:
+            raise ConfigError(
+                f"--negatives-as-run-gpus {gpus}: expected a number of GPUs >= 1 that divides "
+                f"--batch-size {cfg.batch_size}"
+            )
 
 
 def _negative_spec(cfg: TrainConfig, method: type[Method]) -> NegativeSpec | None:

@@ -196,7 +196,14 @@ class Trainer:
         ``sources`` (B,) tags each image real (0) or synthetic (1) when mixing.
         """
         r, parts = self.resolved, self.parts
-        lr = cosine_schedule(self.step, r.total_steps, r.lr, 0.0, warmup_steps=r.warmup_steps)
+        lr = cosine_schedule(
+            self.step,
+            r.total_steps,
+            r.lr,
+            r.min_lr,
+            warmup_steps=r.warmup_steps,
+            warmup_start=r.warmup_lr,
+        )
         momentum = (
             r.ema_momentum
             if r.ema_schedule == "constant"
@@ -414,7 +421,8 @@ class Trainer:
         neg = (
             "none"
             if self.spec is None
-            else f"{cfg.negatives} ({self.spec.total}/query, N={self.spec.n_hard})"
+            else f"{cfg.negatives} ({self.spec.total}/query, N={self.spec.n_hard}, steps "
+            f"{r.window.start}-{'end' if r.window.end is None else r.window.end})"
         )
         self.console.print(
             f"[bold]syn2co-train[/] {cfg.method} {cfg.arch} {cfg.img_size}px | "

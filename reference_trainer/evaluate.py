@@ -1,8 +1,9 @@
 """Evaluation of a frozen backbone: the weighted kNN monitor and the linear probe.
 
-Both evaluations treat the backbone as a fixed feature extractor: it runs in eval mode, under
-``torch.no_grad``, and is never updated. The linear probe proves it: it hashes every parameter
-and buffer of the backbone before and after (:func:`fingerprint`) and raises if anything changed.
+Both evaluations treat the backbone as a fixed feature extractor: it runs under
+``torch.no_grad`` (in eval mode, unless a linear probe asks for dropout and drop-path while it
+trains) and is never updated. The linear probe proves it: it hashes every parameter and buffer
+of the backbone before and after (:func:`fingerprint`) and raises if anything changed.
 
 * :func:`extract_features` turns a loader into a ``(N, D)`` feature matrix and ``(N,)`` labels.
 * :func:`knn_predict` / :func:`knn_classify` / :func:`knn_accuracy` / :func:`knn_evaluate` are
@@ -37,11 +38,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from syn2co._checks import check_choice, check_int, check_number
+from syn2co.schedules import cosine_schedule
 
 __all__ = [
     "KnnResult",
     "LinearProbeResult",
     "LinearProbeSettings",
+    "ProbeStep",
     "Progress",
     "extract_features",
     "fingerprint",
@@ -54,6 +57,35 @@ __all__ = [
 ]
 
 ProbeMode = Literal["cached", "augmented"]
+ProbeSchedule = Literal["step", "epoch"]
+BackboneMode = Literal["eval", "train"]
+HeadInit = Literal["normal", "xavier", "trunc-normal", "backbone"]
+
+
+@dataclass(frozen=True)
+class ProbeStep:
+    """One optimizer step of :func:`linear_probe`, for ``on_step`` callbacks.
+
+    Attributes:
+        step: Optimizer steps done before this one.
+        epoch: Epoch of the step, from 0.
+        optimizer: The classifier's optimizer, after its step.
+        logits: ``(B, C)`` the classifier's output, detached.
+        labels: ``(B,)`` the batch's labels.
+        loss: The criterion's value on them.
+        grad_norm: Total gradient norm of the classifier before clipping.
+        backbone_training: Whether the batch was embedded by the backbone in train mode.
+    """
+
+    step: int
+    epoch: int
+    optimizer: torch.optim.Optimizer
+    logits: Tensor
+    labels: Tensor
+    loss: float
+    grad_norm: float
+    backbone_training: bool
+
 
 Progress: TypeAlias = Callable[[str, int, int | None], None]
 """``progress(stage, done, total)``: called after each batch of a pass over a loader. ``stage``
@@ -527,12 +559,12 @@ def knn_probe(
 
 @dataclass(frozen=True)
 class LinearProbeSettings:
-    """The hyperparameters of a linear probe (a probe recipe is one set of them).
+    """The hyperparameters of a linear probe (a probe protocol is one set of them).
 
     The defaults aim at a probe whose training loss goes down on any backbone, with no tuning:
 
     * A BatchNorm without affine parameters standardises each feature before the linear layer
-      (as MoCo v3's and MAE's probes do), so the step size does not depend on the scale of the
+      (as MAE's linear probe does), so the step size does not depend on the scale of the
       features (a backbone whose features are 100 times larger probes the same).
     * A learning rate of 0.1 x batch / 512 with Nesterov momentum 0.9: a tenth of the MoBY /
       SynCo v2 rate. Standardised features are still correlated, and the largest eigenvalue of
@@ -541,27 +573,47 @@ class LinearProbeSettings:
       loss jumps from 2.3 to 16 in the first epoch even with the BatchNorm, at this rate it
       decreases (``benchmarks/linear_probe_stability.py``, docs/benchmarks.md).
 
-    The published recipes use other values: MoBY / SynCo v2 ``base_lr=1.0, warmup_epochs=5,
-    batchnorm=False`` in augmented mode (with label smoothing 0.1 and gradient clipping at 5,
-    which these settings do not cover), MoCo v3 ``base_lr=3.0, lr_reference_batch=256,
-    epochs=90, nesterov=False, batchnorm=False``.
+    The published probes use other values: :mod:`reference_trainer.protocols` holds SynCo v2's
+    and MoCo v3's, each value with its source.
 
     Attributes:
         mode: ``"cached"``: features of the training set extracted once (fast; the training
             loader should use the evaluation transform); ``"augmented"``: every epoch iterates
-            the training loader afresh (random crops and flips: the published recipe).
+            the training loader afresh (random resized crops and flips: the published probes).
         epochs: Training epochs, >= 1.
         batch_size: Classifier batch size, >= 1; None means 256 in cached mode and the
             training loader's batch size in augmented mode.
         base_lr: Learning rate per ``lr_reference_batch`` samples, > 0; the peak learning rate
-            is ``base_lr * batch_size / lr_reference_batch``.
+            is ``base_lr * batch_size / lr_reference_batch`` (the linear scaling rule).
         lr_reference_batch: The batch size at which the learning rate equals ``base_lr``.
         momentum: SGD momentum, in [0, 1).
         nesterov: Nesterov momentum (needs ``momentum > 0``).
         weight_decay: SGD weight decay, >= 0.
-        warmup_epochs: Linear warmup from 0 to the peak learning rate over this many epochs
-            (fractions allowed), then cosine decay to 0; in ``[0, epochs)``.
+        warmup_epochs: Linear warmup to the peak learning rate over this many epochs
+            (fractions allowed), then the cosine decay; in ``[0, epochs)``; 0 with the
+            per-epoch schedule.
         batchnorm: Put ``BatchNorm1d(D, affine=False)`` before the linear layer.
+        warmup_lr_fraction: Where the warmup starts, as a fraction of the peak, in [0, 1]: the
+            learning rate of step 0, rising linearly to the peak at the first step after the
+            warmup (timm's warmup, as SynCo v2's probe runs it). None: the warmup rises from 0
+            and its first step already has ``peak / warmup_steps``, its last the peak.
+        min_lr_fraction: Where the cosine ends, as a fraction of the peak, in [0, 1].
+        schedule: ``"step"``: warmup, then a cosine over the optimizer steps; ``"epoch"``: the
+            cosine of the epoch, constant within it (MoCo v3's ``main_lincls.py``).
+        label_smoothing: Label smoothing of the cross-entropy, in [0, 1].
+        clip_grad: Clip the classifier's gradient norm to this, >= 0 (0: no clipping).
+        head_init: The classifier's initial weights (bias 0): ``"normal"`` N(0, 0.01^2),
+            ``"xavier"`` xavier uniform, ``"trunc-normal"`` truncated normal with std 0.02, or
+            ``"backbone"``: as the official constructor of the backbone's architecture builds
+            its head (:func:`reference_trainer.protocols.for_arch` resolves it; the probe itself
+            needs one of the other three).
+        backbone_mode: ``"eval"``, or ``"train"``: dropout and drop-path active while the
+            probe trains in augmented mode (as SynCo v2's probe runs; norm layers with running
+            statistics stay in eval mode, so no buffer changes). Validation features and the
+            cached mode's features always come from eval mode.
+        drop_path: Stochastic depth the backbone is built with for the probe, in [0, 1); None
+            keeps the trained backbone's. :func:`linear_probe` takes the backbone as given:
+            ``syn2co-train eval linear`` rebuilds the run's backbone with this rate.
 
     Raises:
         ValueError: A value outside its range (the message names the attribute).
@@ -578,6 +630,14 @@ class LinearProbeSettings:
     weight_decay: float = 0.0
     warmup_epochs: float = 0.0
     batchnorm: bool = True
+    warmup_lr_fraction: float | None = None
+    min_lr_fraction: float = 0.0
+    schedule: ProbeSchedule = "step"
+    label_smoothing: float = 0.0
+    clip_grad: float = 0.0
+    head_init: HeadInit = "normal"
+    backbone_mode: BackboneMode = "eval"
+    drop_path: float | None = None
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, ("cached", "augmented"))
@@ -587,35 +647,57 @@ class LinearProbeSettings:
         check_number("base_lr", self.base_lr, low=0.0, low_open=True)
         check_int("lr_reference_batch", self.lr_reference_batch, minimum=1)
         check_number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        if not isinstance(self.nesterov, bool):
-            raise TypeError(f"nesterov: expected a bool, got {self.nesterov!r}")
+        _check_bool("nesterov", self.nesterov)
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("nesterov: needs a momentum > 0, got momentum 0")
         check_number("weight_decay", self.weight_decay, low=0.0)
         check_number(
             "warmup_epochs", self.warmup_epochs, low=0.0, high=float(self.epochs), high_open=True
         )
-        if not isinstance(self.batchnorm, bool):
-            raise TypeError(f"batchnorm: expected a bool, got {self.batchnorm!r}")
+        _check_bool("batchnorm", self.batchnorm)
+        if self.warmup_lr_fraction is not None:
+            check_number("warmup_lr_fraction", self.warmup_lr_fraction, low=0.0, high=1.0)
+        check_number("min_lr_fraction", self.min_lr_fraction, low=0.0, high=1.0)
+        check_choice("schedule", self.schedule, ("step", "epoch"))
+        if self.schedule == "epoch" and self.warmup_epochs > 0:
+            raise ValueError(
+                f"warmup_epochs: the per-epoch schedule has no warmup, got {self.warmup_epochs}"
+            )
+        check_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
+        check_number("clip_grad", self.clip_grad, low=0.0)
+        check_choice("head_init", self.head_init, ("normal", "xavier", "trunc-normal", "backbone"))
+        check_choice("backbone_mode", self.backbone_mode, ("eval", "train"))
+        if self.drop_path is not None:
+            check_number("drop_path", self.drop_path, low=0.0, high=1.0, high_open=True)
 
     def peak_lr(self, batch_size: int) -> float:
         """``base_lr * batch_size / lr_reference_batch``."""
         return self.base_lr * batch_size / self.lr_reference_batch
 
     def lr_at(self, step: int, steps_per_epoch: int, batch_size: int) -> float:
-        """The learning rate of (0-based) training step ``step``: linear warmup, then cosine.
+        """The learning rate of (0-based) training step ``step``.
 
-        The first step of the warmup already has a non-zero rate (``peak / warmup_steps``);
-        without warmup the cosine starts at the peak and would reach 0 at step
-        ``epochs * steps_per_epoch``.
+        Per step: the linear warmup (see ``warmup_lr_fraction``), then a cosine from the peak
+        to ``min_lr_fraction x peak`` at step ``epochs * steps_per_epoch``
+        (:func:`syn2co.schedules.cosine_schedule`). Per epoch: the cosine of epoch
+        ``step // steps_per_epoch`` over ``epochs``.
         """
         peak = self.peak_lr(batch_size)
+        end = peak * self.min_lr_fraction
+        if self.schedule == "epoch":
+            epoch = min(step // steps_per_epoch, self.epochs)
+            return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
         total = self.epochs * steps_per_epoch
-        warmup = round(self.warmup_epochs * steps_per_epoch)
-        if step < warmup:
+        warmup = min(round(self.warmup_epochs * steps_per_epoch), total)
+        if step < warmup and self.warmup_lr_fraction is None:
             return peak * (step + 1) / warmup
-        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-        return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+        start = peak * (self.warmup_lr_fraction or 0.0)
+        return cosine_schedule(step, total, peak, end, warmup_steps=warmup, warmup_start=start)
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -713,12 +795,25 @@ def _classifier_accuracy(
 
 
 def _build_classifier(
-    dim: int, num_classes: int, *, batchnorm: bool, generator: torch.Generator
+    dim: int,
+    num_classes: int,
+    *,
+    batchnorm: bool,
+    generator: torch.Generator,
+    head_init: HeadInit = "normal",
 ) -> nn.Sequential:
-    """``[BatchNorm1d(D, affine=False)] -> Linear(D, C)``, weights ~ N(0, 0.01^2), bias 0."""
+    """``[BatchNorm1d(D, affine=False)] -> Linear(D, C)``, bias 0, weights N(0, 0.01^2)
+    (``normal``), xavier uniform (``xavier``) or truncated normal with std 0.02
+    (``trunc-normal``), drawn from ``generator``."""
     linear = nn.Linear(dim, num_classes)
     with torch.no_grad():
-        linear.weight.copy_(torch.randn(num_classes, dim, generator=generator) * 0.01)
+        if head_init == "normal":
+            linear.weight.copy_(torch.randn(num_classes, dim, generator=generator) * 0.01)
+        elif head_init == "xavier":
+            bound = math.sqrt(6.0 / (dim + num_classes))
+            linear.weight.copy_((torch.rand(num_classes, dim, generator=generator) * 2 - 1) * bound)
+        else:  # trunc-normal ("backbone" is resolved before the probe)
+            nn.init.trunc_normal_(linear.weight, std=0.02, a=-2.0, b=2.0, generator=generator)
         linear.bias.zero_()
     layers: list[nn.Module] = []
     if batchnorm:
@@ -767,25 +862,29 @@ def linear_probe(
     seed: int = 0,
     amp_dtype: torch.dtype | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_step: Callable[[ProbeStep], None] | None = None,
     progress: Progress | None = None,
 ) -> LinearProbeResult:
     """Train a linear classifier on the frozen backbone and measure its accuracy.
 
-    SGD (momentum, optionally Nesterov) on cross-entropy, classifier weights drawn from
-    N(0, 0.01^2) with zero bias, after an optional BatchNorm without affine parameters; the
-    learning rate warms up linearly then follows a cosine per step (see
-    :class:`LinearProbeSettings`, whose defaults are used when ``settings`` is None).
+    SGD (momentum, optionally Nesterov, optionally with gradient-norm clipping) on the
+    cross-entropy (optionally label-smoothed), after an optional BatchNorm without affine
+    parameters; the learning rate warms up linearly, then follows a cosine per step or per
+    epoch (see :class:`LinearProbeSettings`, whose defaults are used when ``settings`` is None;
+    :mod:`reference_trainer.protocols` holds the published probes).
 
     In ``"cached"`` mode the features of ``train_loader`` are extracted once and the classifier
     trains on them for ``settings.epochs`` epochs with its own shuffling (seeded). In
     ``"augmented"`` mode every epoch iterates ``train_loader`` afresh, computing the features of
-    each batch with the backbone in eval mode under ``torch.no_grad``; steps per epoch are
-    ``len(train_loader)``. The validation features (evaluation transform) are extracted once.
-    With the BatchNorm, training batches of a single sample are skipped.
+    each batch under ``torch.no_grad`` with the backbone in ``settings.backbone_mode``; steps
+    per epoch are ``len(train_loader)``. The validation features (evaluation transform, eval
+    mode) are extracted once. With the BatchNorm, training batches of a single sample are
+    skipped (the schedule still counts them).
 
-    The backbone is never updated: during the probe it is in eval mode with ``requires_grad``
-    False on every parameter; its mode and flags are restored afterwards. Its :func:`fingerprint`
-    is taken before and after.
+    The backbone is never updated: during the probe ``requires_grad`` is False on every
+    parameter and it is in eval mode (or train mode with its running-statistics norm layers in
+    eval mode, for ``backbone_mode="train"``); its mode and flags are restored afterwards. Its
+    :func:`fingerprint` is taken before and after.
 
     Args:
         backbone: Module on ``device`` mapping images ``(B, C, H, W)`` to features ``(B, D)``.
@@ -793,10 +892,12 @@ def linear_probe(
         val_loader: Validation batches with the evaluation transform.
         num_classes: Number of classes ``C``; labels must lie in ``[0, C)``.
         device: Where the backbone and the classifier run.
-        settings: The probe's hyperparameters; None for the defaults.
+        settings: The probe's hyperparameters; None for the defaults. ``head_init`` must not be
+            ``"backbone"`` (:func:`reference_trainer.protocols.for_arch` resolves it).
         seed: Seed of the classifier's initialization and (cached mode) of its shuffling.
         amp_dtype: Autocast dtype for the backbone, or None.
         on_epoch: Called after each epoch with that epoch's history entry.
+        on_step: Called after every optimizer step with a :class:`ProbeStep`.
         progress: Called after each batch of a pass over a loader: stages
             ``"val features"``, then ``"train features"`` (cached mode) or ``"epoch e/E"``
             (augmented mode).
@@ -815,6 +916,11 @@ def linear_probe(
     settings = LinearProbeSettings() if settings is None else settings
     if not isinstance(settings, LinearProbeSettings):
         raise TypeError(f"settings: expected LinearProbeSettings, got {type(settings).__name__}")
+    if settings.head_init == "backbone":
+        raise ValueError(
+            "head_init: expected normal, xavier or trunc-normal, got 'backbone' (resolve it "
+            "for the architecture with reference_trainer.protocols.for_arch)"
+        )
     settings = dataclasses.replace(settings, batch_size=_resolve_batch_size(settings, train_loader))
 
     flags = {name: p.requires_grad for name, p in backbone.named_parameters()}
@@ -823,7 +929,7 @@ def linear_probe(
     try:
         for p in backbone.parameters():
             p.requires_grad_(False)
-        backbone.eval()
+        _set_mode(backbone, train=settings.backbone_mode == "train")
         classifier, history, train_top1, train_top5, num_train, val = _train_probe(
             backbone,
             train_loader,
@@ -834,6 +940,7 @@ def linear_probe(
             seed=seed,
             amp_dtype=amp_dtype,
             on_epoch=on_epoch,
+            on_step=on_step,
             progress=progress,
         )
     finally:
@@ -869,6 +976,25 @@ def linear_probe(
     )
 
 
+def _set_mode(backbone: nn.Module, *, train: bool) -> None:
+    """Eval mode, or train mode with the running-statistics norm layers kept in eval mode."""
+    backbone.train(train)
+    if train:
+        for module in backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def _grad_norm(params: list[Tensor], clip: float) -> Tensor:
+    """Total gradient norm of ``params`` (0-dim), clipping it to ``clip`` when ``clip > 0``."""
+    if clip > 0:
+        norm: Tensor = torch.nn.utils.clip_grad_norm_(params, clip)
+    else:
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    return norm
+
+
 def _train_probe(
     backbone: nn.Module,
     train_loader: Iterable[Any],
@@ -880,9 +1006,11 @@ def _train_probe(
     seed: int,
     amp_dtype: torch.dtype | None,
     on_epoch: Callable[[dict[str, float]], None] | None,
+    on_step: Callable[[ProbeStep], None] | None,
     progress: Progress | None,
 ) -> tuple[nn.Module, list[dict[str, float]], float, float, int, tuple[Tensor, Tensor]]:
-    """The training loop of :func:`linear_probe` (the backbone is already frozen)."""
+    """The training loop of :func:`linear_probe` (the backbone is already frozen and in the
+    probe's mode)."""
     batch_size = settings.batch_size
     assert batch_size is not None
     val_features, val_labels = extract_features(
@@ -897,7 +1025,11 @@ def _train_probe(
     _check_labels_in_range(val_labels, num_classes)
     generator = torch.Generator().manual_seed(seed)
     classifier = _build_classifier(
-        val_features.shape[1], num_classes, batchnorm=settings.batchnorm, generator=generator
+        val_features.shape[1],
+        num_classes,
+        batchnorm=settings.batchnorm,
+        generator=generator,
+        head_init=settings.head_init,
     ).to(device)
     optimizer = torch.optim.SGD(
         classifier.parameters(),
@@ -922,6 +1054,7 @@ def _train_probe(
         steps_per_epoch = math.ceil(train_cache[0].shape[0] / batch_size)
     else:
         steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+    embedded_in_train_mode = train_cache is None and backbone.training
 
     def batches() -> Iterator[tuple[Tensor, Tensor]]:
         """One epoch of ``(features (B, D), labels (B,))`` training batches."""
@@ -957,14 +1090,32 @@ def _train_probe(
                 progress(stage, done, steps_per_epoch)
             if settings.batchnorm and features.shape[0] < 2:
                 continue
-            lr = settings.lr_at(step, steps_per_epoch, batch_size)
+            # the schedule follows the position in the data, skipped batches included
+            lr = settings.lr_at(epoch * steps_per_epoch + done - 1, steps_per_epoch, batch_size)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             logits = classifier(features)  # (B, C)
-            loss = F.cross_entropy(logits, labels)
+            loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(loss)
+            grad_norm = None
+            if settings.clip_grad > 0 or on_step is not None:
+                grad_norm = _grad_norm(list(classifier.parameters()), settings.clip_grad)
             optimizer.step()
+            if on_step is not None:
+                assert grad_norm is not None
+                on_step(
+                    ProbeStep(
+                        step=step,
+                        epoch=epoch,
+                        optimizer=optimizer,
+                        logits=logits.detach(),
+                        labels=labels,
+                        loss=float(loss.detach()),
+                        grad_norm=float(grad_norm),
+                        backbone_training=embedded_in_train_mode,
+                    )
+                )
             step += 1
             n = features.shape[0]
             seen += n

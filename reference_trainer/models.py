@@ -13,6 +13,7 @@ transforms come from our config, not timm's.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,15 +26,27 @@ from .errors import ConfigError
 from .methods import Method
 from .resnets import create_resnet, is_resnet, resnet_kwargs
 
-#: Short names users type, and the timm models they stand for. ``vit_s`` is the 12-head ViT-S
-#: of MoCo v3 and SynCo v2 (timm's own ViT-S and DeiT-S have 6 heads).
+#: Short names users type, and the timm models they stand for.
+#:
+#: * ``deit_s``: timm's DeiT-S (``deit_small_patch16_224``): 6 heads, learned position
+#:   embedding, timm's initialisation.
+#: * ``vit_s``: timm's ViT-S with 12 heads (the head count of MoCo v3's ViT-S), but timm's
+#:   learned position embedding and timm's initialisation: kept as it always was, so configs
+#:   that name it train the same network.
+#: * ``vit_s_mocov3``: MoCo v3's ViT-S exactly, the "DeiT-S" of SynCo v2 and Syn2Co (see
+#:   :func:`mocov3_vit_init`): 12 heads, a fixed 2D sin-cos position embedding, MoCo v3's
+#:   initialisation.
 ARCH_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "deit_s": ("deit_small_patch16_224", {}),
     "deit_t": ("deit_tiny_patch16_224", {}),
     "vit_s": ("vit_small_patch16_224", {"num_heads": 12}),
+    "vit_s_mocov3": ("vit_small_patch16_224", {"num_heads": 12}),
     "vit_t": ("vit_tiny_patch16_224", {}),
     "swin_t": ("swin_tiny_patch4_window7_224", {}),
 }
+
+#: Aliases built as MoCo v3 builds its ViTs (:func:`mocov3_vit_init` after timm's constructor).
+MOCOV3_ARCHS = frozenset({"vit_s_mocov3"})
 
 
 @dataclass(frozen=True)
@@ -174,7 +187,79 @@ def create_backbone(cfg: TrainConfig, *, drop_path: float | None = None) -> nn.M
     for module in model.modules():  # fused attention everywhere (timm's Swin defaults to off)
         if hasattr(module, "fused_attn"):
             setattr(module, "fused_attn", True)  # noqa: B010
+    if cfg.arch in MOCOV3_ARCHS:
+        mocov3_vit_init(model)
     return model
+
+
+def sincos_position_embedding(grid: int, dim: int, temperature: float = 10_000.0) -> Tensor:
+    """MoCo v3's fixed 2D sin-cos position embedding of a square ``grid x grid`` token grid.
+
+    Token ``r * grid + c`` (row ``r``, column ``c``, timm's row-major order) gets
+    ``[sin(r w), cos(r w), sin(c w), cos(c w)]`` with ``w_d = temperature ** (-d / (dim / 4))``
+    for ``d = 0 .. dim/4 - 1``; the class token's row is zeros. This equals
+    ``build_2d_sincos_position_embedding`` of moco-v3 ``vits.py`` (lines 53-69) on square grids:
+    its ``meshgrid`` (ij indexing) puts the row index in the half it calls ``w``.
+
+    Args:
+        grid: Tokens per side.
+        dim: Embedding width, a multiple of 4.
+        temperature: Frequency base.
+
+    Returns:
+        ``(1, 1 + grid * grid, dim)`` float32.
+    """
+    if dim % 4:
+        raise ConfigError(
+            f"--embed-dim {dim}: the 2D sin-cos position embedding needs a multiple of 4"
+        )
+    quarter = dim // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float32) / quarter)  # (dim/4,)
+    coords = torch.arange(grid, dtype=torch.float32)
+    rows = coords.repeat_interleave(grid)[:, None] * omega  # (grid^2, dim/4)
+    cols = coords.repeat(grid)[:, None] * omega
+    tokens = torch.cat([rows.sin(), rows.cos(), cols.sin(), cols.cos()], dim=1)
+    return torch.cat([torch.zeros(1, dim), tokens])[None]
+
+
+@torch.no_grad()
+def mocov3_vit_init(model: nn.Module) -> None:
+    """Turn a freshly built timm ``VisionTransformer`` into MoCo v3's ViT (moco-v3 ``vits.py``).
+
+    * ``pos_embed``: the fixed 2D sin-cos embedding (:func:`sincos_position_embedding`), kept as
+      a parameter (the key timm's state dict expects) with ``requires_grad`` False, as
+      ``vits.py:68-69`` does; it is therefore never trained and never decayed.
+    * Every ``nn.Linear``: xavier uniform, bias zero; the fused ``qkv`` weight ``(3D, D)`` as
+      three separate ``D x D`` matrices, i.e. uniform with bound ``sqrt(6 / (3D/3 + D))``
+      (``vits.py:32-40``).
+    * ``cls_token``: normal with std 1e-6 (``vits.py:41``).
+    * Patch projection: uniform with the xavier bound over its ``3 x p x p`` fan-in and
+      ``embed_dim`` fan-out, bias zero (``vits.py:43-47``).
+
+    LayerNorms keep timm's (and PyTorch's) ones and zeros.
+    """
+    vit: Any = model
+    grid = vit.patch_embed.grid_size
+    if grid[0] != grid[1] or vit.num_prefix_tokens != 1:
+        raise ConfigError("vit_s_mocov3: needs a square patch grid and one class token")
+    pos = sincos_position_embedding(grid[0], vit.embed_dim)
+    vit.pos_embed.copy_(pos)
+    vit.pos_embed.requires_grad_(False)
+    for name, module in vit.named_modules():
+        if isinstance(module, nn.Linear):
+            if "qkv" in name:
+                bound = math.sqrt(6.0 / (module.weight.shape[0] // 3 + module.weight.shape[1]))
+                nn.init.uniform_(module.weight, -bound, bound)
+            else:
+                nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    nn.init.normal_(vit.cls_token, std=1e-6)
+    proj = vit.patch_embed.proj
+    fan_in = proj.weight.shape[1] * proj.weight.shape[2] * proj.weight.shape[3]
+    bound = math.sqrt(6.0 / (fan_in + vit.embed_dim))
+    nn.init.uniform_(proj.weight, -bound, bound)
+    nn.init.zeros_(proj.bias)
 
 
 def feature_dim(backbone: nn.Module) -> int:
@@ -254,24 +339,48 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     torch._foreach_lerp_(t_params, o_params, 1.0 - momentum)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases, norms, position embeddings and tokens.
+def parameter_groups(
+    model: nn.Module, weight_decay: float, *, exclude: str = "1d+no-weight-decay"
+) -> list[dict[str, Any]]:
+    """Optimizer groups: decayed parameters, then parameters without weight decay.
 
-    Excluded: every parameter with ``ndim <= 1`` plus the names the backbone lists in
-    ``no_weight_decay()`` (timm's contract: pos_embed, cls_token, relative position tables).
-    Frozen parameters are left out.
+    Args:
+        model: The network; frozen parameters (``requires_grad`` False) are left out.
+        weight_decay: Decay of the first group.
+        exclude: Which parameters get no decay:
+
+            * ``"1d"``: biases and every other parameter with ``ndim <= 1`` (norm weights), as
+              the SynCo v2 and MoBY code does (synco-v2 ``src/optim/optimizer.py:106-116``: its
+              ``no_weight_decay`` lookup is on the whole SSL model, which has none, so only
+              the 1-D rule applies; a ViT's class token and a Swin's relative position tables
+              are decayed);
+            * ``"1d+no-weight-decay"``: also the names the backbone lists in timm's
+              ``no_weight_decay()`` (position embeddings, class token, relative position
+              tables);
+            * ``"none"``: every parameter is decayed, as MoCo v3 does (moco-v3
+              ``main_moco.py:229-230``: ``AdamW(model.parameters(), ...)``).
+
+    Returns:
+        ``[{"params": decayed, "weight_decay": weight_decay}, {"params": rest,
+        "weight_decay": 0.0}]``.
     """
+    if exclude not in ("1d", "1d+no-weight-decay", "none"):
+        raise ConfigError(
+            f"--weight-decay-exclude: expected 1d, 1d+no-weight-decay or none, got {exclude!r}"
+        )
     skip: set[str] = set()
-    for prefix, module in model.named_modules():
-        fn = getattr(module, "no_weight_decay", None)
-        if callable(fn):
-            skip |= {f"{prefix}.{n}" if prefix else n for n in fn()}
+    if exclude == "1d+no-weight-decay":
+        for prefix, module in model.named_modules():
+            fn = getattr(module, "no_weight_decay", None)
+            if callable(fn):
+                skip |= {f"{prefix}.{n}" if prefix else n for n in fn()}
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+        excluded = exclude != "none" and (p.ndim <= 1 or name in skip)
+        (no_decay if excluded else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

@@ -19,7 +19,7 @@ from .config import TrainConfig
 from .data.transforms import AugmentationConfig, eval_crop_fraction, eval_resize_side
 from .errors import ConfigError
 from .methods import get_method
-from .models import backbone_kwargs, build_networks, create_backbone
+from .models import MOCOV3_ARCHS, backbone_kwargs, build_networks, create_backbone
 from .resnets import apply_cifar_stem, is_resnet, rebuild_code, uses_cifar_stem
 
 Branch = Literal["online", "target"]
@@ -155,6 +155,9 @@ def export(run: str | Path, out: str | Path, *, branch: Branch = "online") -> tu
         "branch": branch,
         "method": cfg.method,
         "negatives": cfg.negatives,
+        # MoCo v3's ViT: pos_embed holds the fixed sin-cos table; timm loads it into its
+        # learned pos_embed (same key and shape), which fine-tuning would then train.
+        "fixed_pos_embed": cfg.arch in MOCOV3_ARCHS,
         "source_run": str(run),
     }
     write_atomic(weights, lambda f: f.write(blob), sync_dir=False)

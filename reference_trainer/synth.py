@@ -7,8 +7,10 @@ scheduler, steps, guidance, size). Three kinds of diffusers pipelines are suppor
 from the pipeline's call signature:
 
 - ``text``: text-to-image (Stable Diffusion and any pipeline taking ``prompt``), prompted with
-  the class name in several templates, one image per (prompt, seed), as in "Fake it till you
-  make it" (Sariyildiz et al. 2023);
+  the class name in several templates, one image per (prompt, seed), or (``--prompts fake-it``)
+  with the richest prompt of "Fake it till you make it" (Sariyildiz et al., CVPR 2023):
+  ``"<class name>, <WordNet hypernym> inside <background scene>"``, a Places365 scene drawn per
+  image, at their lower guidance scale (:data:`FAKE_IT_GUIDANCE`);
 - ``class``: class-conditional (DiT, taking ``class_labels``); class names are mapped to ids
   through the pipeline's ``labels`` (its ``id2label``) or given as integers;
 - ``unconditional``: DDPM/DDIM style (taking ``batch_size``); the "classes" are folder names.
@@ -28,6 +30,7 @@ pairs at a Hamming distance of at most ``--dup-threshold`` are reported and list
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import hashlib
 import inspect
@@ -66,20 +69,27 @@ from .errors import ConfigError
 
 __all__ = [
     "CIFAR10_CLASSES",
+    "CLASS_SETS",
     "DEFAULT_TEMPLATES",
     "DUPLICATES_NAME",
+    "FAKE_IT_GUIDANCE",
     "MANIFEST_NAME",
+    "ClassInfo",
     "ClassStats",
     "ImageJob",
     "Kind",
     "PipelineKind",
+    "PromptStyle",
     "SynthConfig",
     "SynthSummary",
+    "background_scenes",
     "class_names",
     "detect_kind",
     "dhash",
+    "fake_it_prompt",
     "generate_dataset",
     "image_seed",
+    "imagenet100_info",
     "load_pipeline",
     "load_templates",
     "near_duplicate_pairs",
@@ -89,6 +99,7 @@ __all__ = [
 ]
 
 Kind = Literal["auto", "text", "class", "unconditional"]
+PromptStyle = Literal["templates", "fake-it"]
 PipelineKind = Literal["text", "class", "unconditional"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 DTypeName = Literal["auto", "fp16", "bf16", "fp32"]
@@ -154,7 +165,9 @@ class SynthConfig:
             none: the CIFAR-10 classes for text pipelines, ids 0-9 for class-conditional ones,
             one folder ``samples`` for unconditional ones).
         classes_file: A text file with one class name per line (``#`` starts a comment).
-        classes_from: An image folder whose class folders name the classes.
+        classes_from: An image folder whose class folders name the classes, or the name of a
+            built-in class set (:data:`CLASS_SETS`: ``imagenet100``, whose folders are WordNet
+            ids and whose prompts use the class names of ``data/imagenet100_classes.tsv``).
         images_per_class: Images per class.
         steps: Denoising steps (``None``: the pipeline's default).
         guidance: Classifier-free guidance scale (``None``: the pipeline's default).
@@ -165,6 +178,10 @@ class SynthConfig:
         device: ``auto`` (CUDA when there is one), ``cpu`` or ``cuda``.
         dtype: ``auto`` (fp16 on CUDA, fp32 on the CPU), ``fp16``, ``bf16`` or ``fp32``.
         templates_file: Prompt templates, one per line, each with one ``{}``.
+        prompts: ``templates`` (the class name in :data:`DEFAULT_TEMPLATES` or
+            ``templates_file``) or ``fake-it`` (:func:`fake_it_prompt`; needs classes with a
+            known hypernym, e.g. ``classes_from="imagenet100"``; guidance defaults to
+            :data:`FAKE_IT_GUIDANCE`).
         kind: ``auto`` (from the pipeline's call signature), ``text``, ``class`` or
             ``unconditional``.
         dup_threshold: Largest dHash Hamming distance (of 64 bits) reported as a near-duplicate.
@@ -175,7 +192,7 @@ class SynthConfig:
     out: Path
     classes: tuple[str, ...] | None = None
     classes_file: Path | None = None
-    classes_from: Path | None = None
+    classes_from: Path | str | None = None
     images_per_class: int = 100
     steps: int | None = None
     guidance: float | None = None
@@ -185,6 +202,7 @@ class SynthConfig:
     device: DeviceName = "auto"
     dtype: DTypeName = "auto"
     templates_file: Path | None = None
+    prompts: PromptStyle = "templates"
     kind: Kind = "auto"
     dup_threshold: int = 4
     limit: int | None = None
@@ -215,6 +233,8 @@ class SynthConfig:
         ]
         if len(given) > 1:
             raise ConfigError(f"give the classes once: {' and '.join(given)} were both given")
+        if self.prompts == "fake-it" and self.templates_file is not None:
+            raise ConfigError("--prompts fake-it builds its own prompts: drop --templates-file")
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,10 +242,61 @@ class SynthConfig:
 # --------------------------------------------------------------------------------------------
 
 
+#: Built-in class sets for ``--classes-from NAME``.
+CLASS_SETS: tuple[str, ...] = ("imagenet100",)
+
+#: Guidance scale of ``--prompts fake-it``: the lower classifier-free guidance that Sariyildiz
+#: et al. (CVPR 2023) found to give more diverse and more useful training images than Stable
+#: Diffusion's default of 7.5.
+FAKE_IT_GUIDANCE = 2.0
+
+_DATA = Path(__file__).parent / "data"
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """A class of a built-in set: its folder name (WordNet id), name and WordNet hypernym."""
+
+    wnid: str
+    name: str
+    hypernym: str
+
+
+def _data_lines(file: str) -> list[str]:
+    text = (_DATA / file).read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def imagenet100_info() -> dict[str, ClassInfo]:
+    """ImageNet-100's classes by WordNet id, from ``data/imagenet100_classes.tsv`` (WordNet 3.0:
+    the synset's first lemma and its first hypernym's first lemma)."""
+    info = {}
+    for line in _data_lines("imagenet100_classes.tsv"):
+        wnid, name, hypernym, _ = line.split("\t")
+        info[wnid] = ClassInfo(wnid, name, hypernym)
+    return info
+
+
+def background_scenes() -> tuple[str, ...]:
+    """The Places365 scene names of ``data/places365_scenes.txt`` (344 distinct scenes)."""
+    return tuple(_data_lines("places365_scenes.txt"))
+
+
+def fake_it_prompt(name: str, hypernym: str, background: str) -> str:
+    """The prompt ``"c, h_c inside b"`` of "Fake it till you make it" (Sariyildiz et al.,
+    CVPR 2023): class name, its WordNet hypernym and a background scene.
+
+    Example:
+        >>> fake_it_prompt("borzoi", "wolfhound", "park")
+        'borzoi, wolfhound inside park'
+    """
+    return f"{name}, {hypernym} inside {background}"
+
+
 def class_names(
     classes: Sequence[str] | None = None,
     classes_file: Path | None = None,
-    classes_from: Path | None = None,
+    classes_from: Path | str | None = None,
 ) -> tuple[str, ...] | None:
     """The class names from one of the three sources, or ``None`` when none is given.
 
@@ -234,7 +305,8 @@ def class_names(
         classes_file: One name per line; blank lines and lines starting with ``#`` are skipped.
         classes_from: An image folder (one split, ``DIR/<class>/<images>``); its sorted,
             non-hidden subdirectories are the classes, as the trainer's image-folder reader
-            sees them (the files are not scanned).
+            sees them (the files are not scanned). A name of :data:`CLASS_SETS` (a string, not
+            a path) selects a built-in set: ``imagenet100`` gives its 100 WordNet ids, sorted.
 
     Raises:
         ConfigError: A missing or empty source, or repeated names.
@@ -249,7 +321,11 @@ def class_names(
         lines = classes_file.read_text(encoding="utf-8").splitlines()
         names = tuple(s for s in (line.strip() for line in lines) if s and not s.startswith("#"))
         source = f"--classes-file {classes_file}"
+    elif isinstance(classes_from, str) and classes_from in CLASS_SETS:
+        names = tuple(sorted(imagenet100_info()))
+        source = f"--classes-from {classes_from}"
     elif classes_from is not None:
+        classes_from = Path(classes_from)
         if not classes_from.is_dir():
             raise ConfigError(f"--classes-from {classes_from}: no such directory")
         folders = sorted(
@@ -317,7 +393,24 @@ def _folder_name(class_name: str) -> str:
 
 
 def _prompt_name(class_name: str) -> str:
+    """The words a prompt uses for a class: a WordNet id of a built-in set becomes its name."""
+    known = imagenet100_info().get(class_name)
+    if known is not None:
+        return known.name
     return " ".join(class_name.replace("_", " ").split())
+
+
+def _fake_it_info(names: Sequence[str] | None) -> list[ClassInfo]:
+    """The hypernyms ``--prompts fake-it`` needs, one per class (fails for unknown classes)."""
+    info = imagenet100_info()
+    unknown = [n for n in names or () if n not in info]
+    if names is None or unknown:
+        what = f"{unknown[:3]} have" if unknown else "the pipeline's default classes have"
+        raise ConfigError(
+            f"--prompts fake-it needs each class's WordNet hypernym; {what} none here: use "
+            "--classes-from imagenet100 (or ImageNet-100 WordNet ids as class names)"
+        )
+    return [info[n] for n in names]
 
 
 def _prompt(template: str, name: str) -> str:
@@ -982,18 +1075,30 @@ def _plan(
     prompts: Sequence[str] | None = None,
     class_ids: Sequence[int] | None = None,
     templates: Sequence[str] = DEFAULT_TEMPLATES,
+    fake_it: Sequence[ClassInfo] | None = None,
 ) -> list[ImageJob]:
+    """Every image to make. With ``fake_it`` (and ``prompts``), image ``i`` of a class gets the
+    background scene ``image_seed(seed, class, i) mod len(scenes)``: drawn per image, and like
+    the seed independent of the other classes and images."""
+    scenes = background_scenes() if fake_it is not None else ()
     jobs: list[ImageJob] = []
     for c, name in enumerate(names):
         folder = _folder_name(name)
         for i in range(images_per_class):
+            image = image_seed(seed, name, i)
+            prompt = None
+            if prompts and fake_it is not None:
+                scene = scenes[image % len(scenes)]
+                prompt = fake_it_prompt(fake_it[c].name, fake_it[c].hypernym, scene)
+            elif prompts:
+                prompt = _prompt(templates[i % len(templates)], prompts[c])
             jobs.append(
                 ImageJob(
                     class_name=name,
                     folder=folder,
                     index=i,
-                    seed=image_seed(seed, name, i),
-                    prompt=_prompt(templates[i % len(templates)], prompts[c]) if prompts else None,
+                    seed=image,
+                    prompt=prompt,
                     class_id=class_ids[c] if class_ids is not None else None,
                 )
             )
@@ -1093,10 +1198,14 @@ def generate_dataset(
             synth directory or was made with other settings, or out of GPU memory.
     """
     config.check()
+    if config.prompts == "fake-it" and config.guidance is None:
+        config = dataclasses.replace(config, guidance=FAKE_IT_GUIDANCE)
     console = console or Console(stderr=True)
     out = config.out.expanduser()
     names = class_names(config.classes, config.classes_file, config.classes_from)
     templates = load_templates(config.templates_file)
+    if config.prompts == "fake-it":
+        _fake_it_info(names)  # fails before the model loads
     model_id = _model_id(config.model)
     existed = _check_out(out)
     with contextlib.ExitStack() as stack:
@@ -1150,6 +1259,7 @@ def generate_dataset(
                 prompts=[_prompt_name(n) for n in names] if kind == "text" else None,
                 class_ids=_class_ids(pipeline, names) if kind == "class" else None,
                 templates=templates,
+                fake_it=_fake_it_info(names) if config.prompts == "fake-it" else None,
             )
             scheduler = getattr(pipeline, "scheduler", None)
             common = {

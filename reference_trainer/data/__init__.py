@@ -23,6 +23,7 @@ from reference_trainer.data.datasets import (
     ArrayImageDataset,
     ImageFolderDataset,
     build_dataset,
+    imagenet100_classes,
     read_rgb_image,
 )
 from reference_trainer.data.registry import (
@@ -83,6 +84,7 @@ __all__ = [
     "dataset_names",
     "eval_transform",
     "get_dataset",
+    "imagenet100_classes",
     "loader_generator",
     "read_rgb_image",
     "register_dataset",

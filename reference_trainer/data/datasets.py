@@ -20,7 +20,7 @@ import pickle
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +51,7 @@ __all__ = [
     "ImageArray",
     "ImageFolderDataset",
     "build_dataset",
+    "imagenet100_classes",
     "read_rgb_image",
 ]
 
@@ -156,6 +157,8 @@ class ImageFolderDataset(FileImageDataset):
             a class. Every folder found must be among them.
         extensions: Accepted file name endings.
         split: Only used in error messages.
+        other_folders: ``"error"``: every class folder must be among ``classes``; ``"ignore"``:
+            folders not among ``classes`` are skipped (a subset of a larger dataset).
 
     Raises:
         DatasetNotFoundError: When ``root`` is missing or not a directory, holds no class
@@ -171,6 +174,7 @@ class ImageFolderDataset(FileImageDataset):
         classes: Sequence[str] | None = None,
         extensions: Iterable[str] = IMAGE_EXTENSIONS,
         split: str = "train",
+        other_folders: Literal["error", "ignore"] = "error",
     ) -> None:
         self.root = Path(root)
         self.strict = strict
@@ -200,7 +204,7 @@ class ImageFolderDataset(FileImageDataset):
         else:
             self.classes = as_class_names(classes)
             unknown = sorted(set(folders) - set(self.classes))
-            if unknown:
+            if unknown and other_folders == "error":
                 raise DatasetNotFoundError(
                     f"{where} has class folders not among the given classes: {unknown[:5]}"
                 )
@@ -635,6 +639,37 @@ class _ConcatImages:
 # --------------------------------------------------------------------------------------------
 
 
+def imagenet100_classes() -> tuple[str, ...]:
+    """The 100 WordNet ids of ImageNet-100 (CMC's list, shipped as ``data/imagenet100.txt``),
+    sorted, which is their label order."""
+    text = (Path(__file__).parent / "imagenet100.txt").read_text()
+    wnids = [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+    return tuple(sorted(wnids))
+
+
+def _imagenet100(root: Path, split: str, strict: bool) -> ImageFolderDataset:
+    """ImageNet-100 from an ImageNet-1K root (``root/train/<wnid>/``, ``root/val/<wnid>/``)."""
+    split = "val" if split in ("val", "test") else split
+    if split != "train" and split != "val":
+        raise ValueError(f"imagenet100 has no split {split!r}; expected train or val")
+    folder = root / split
+    classes = imagenet100_classes()
+    if not folder.is_dir():
+        raise DatasetNotFoundError(
+            f"imagenet100 {split} split not found: expected {folder}/<wnid>/<images> under the "
+            f"ImageNet root {root} (pass the root, the folder holding train/ and val/)"
+        )
+    missing = [c for c in classes if not (folder / c).is_dir()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"imagenet100 {split}: {len(missing)} of its 100 class folders are missing from "
+            f"{folder}, e.g. {', '.join(missing[:3])}"
+        )
+    return ImageFolderDataset(
+        folder, strict=strict, classes=classes, split=split, other_folders="ignore"
+    )
+
+
 def build_dataset(
     kind: str,
     root: str | os.PathLike[str] | None,
@@ -652,11 +687,14 @@ def build_dataset(
     (:mod:`reference_trainer.data.registry`).
 
     Args:
-        kind: A registered format; built in: ``imagefolder``, ``cifar10``, ``cifar100``,
-            ``stl10``, ``mnist``, ``fashion-mnist``, ``builtin``.
+        kind: A registered format; built in: ``imagefolder``, ``imagenet100``, ``cifar10``,
+            ``cifar100``, ``stl10``, ``mnist``, ``fashion-mnist``, ``builtin``.
         root: ``imagefolder``: the split directory itself (``root/<class>/<file>``). Torchvision
             formats: the directory holding the extracted archive (torchvision's ``root``).
-            ``builtin``: ignored (may be ``None``).
+            ``imagenet100``: the ImageNet-1K root holding ``train/`` and ``val/`` with one
+            folder per WordNet id; the 100 classes of :func:`imagenet100_classes` are kept, in
+            sorted order, and every other folder is ignored. ``builtin``: ignored (may be
+            ``None``).
         split: ``train``, ``val`` or ``test`` (``val`` means ``test`` for the torchvision
             formats); STL-10 adds ``unlabeled`` and ``train+unlabeled`` (label ``-1``). For
             ``imagefolder`` it only appears in messages.
@@ -748,6 +786,13 @@ register_dataset(
         "image files in DIR/<class>/ (--data: the train directory, --val-data: the val one)",
         _imagefolder,
         separate_val=True,
+    )
+)
+register_dataset(
+    DatasetFormat(
+        "imagenet100",
+        "the 100 ImageNet-1K classes of CMC (--data: the ImageNet root with train/ and val/)",
+        lambda request: _imagenet100(_root(request), request.split, request.strict),
     )
 )
 for _kind, _files in (

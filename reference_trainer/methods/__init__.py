@@ -21,6 +21,7 @@ from .base import (
     Networks,
     OptimizerKind,
     StepContext,
+    WeightDecayExclude,
     head_widths,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "Networks",
     "OptimizerKind",
     "StepContext",
+    "WeightDecayExclude",
     "get_method",
     "head_widths",
     "method_names",

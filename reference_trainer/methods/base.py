@@ -47,6 +47,7 @@ __all__ = [
     "OptimizerKind",
     "StepContext",
     "SyntheticNegatives",
+    "WeightDecayExclude",
     "head_widths",
     "synthetic_negatives",
 ]
@@ -54,6 +55,7 @@ __all__ = [
 BankKind = Literal["queue", "in-batch", "none"]
 OptimizerKind = Literal["adamw", "sgd", "lars"]
 EmaSchedule = Literal["cosine", "constant"]
+WeightDecayExclude = Literal["1d", "1d+no-weight-decay", "none"]
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ class MethodPreset:
         optimizer: ``adamw``, ``sgd`` or ``lars`` (:class:`reference_trainer.optim.LARS`).
         optimizer_momentum: Momentum of ``sgd`` and ``lars`` (unused by ``adamw``).
         warmup_epochs: Linear warmup in epochs; when set it replaces ``warmup_fraction``.
-        decay_norms_and_biases: Weight decay on biases and normalisation parameters too (by
-            default they are left out, as are position embeddings and class tokens).
+        weight_decay_exclude: The parameters without weight decay (``--weight-decay-exclude``):
+            ``1d+no-weight-decay`` (biases, norms, position embeddings, class tokens), ``1d``
+            or ``none`` (every parameter decayed, MoCo v2's plain SGD).
         ema_schedule: ``cosine``: the EMA momentum rises from ``ema_momentum`` to 1 over the run
             (BYOL, MoBY, MoCo v3); ``constant``: it stays at ``ema_momentum`` (MoCo v2).
         proj_hidden: Hidden width of the heads' MLPs; None: the backbone's feature width.
@@ -95,7 +98,7 @@ class MethodPreset:
     optimizer: OptimizerKind = "adamw"
     optimizer_momentum: float = 0.9
     warmup_epochs: float | None = None
-    decay_norms_and_biases: bool = False
+    weight_decay_exclude: WeightDecayExclude = "1d+no-weight-decay"
     ema_schedule: EmaSchedule = "cosine"
     proj_hidden: int | None = 4096
     proj_dim: int = 256

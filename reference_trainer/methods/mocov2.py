@@ -80,7 +80,7 @@ class MoCoV2(Method):
         queue_size=65536,
         optimizer="sgd",
         optimizer_momentum=0.9,
-        decay_norms_and_biases=True,
+        weight_decay_exclude="none",
         proj_hidden=None,
         proj_dim=128,
     )

@@ -232,3 +232,39 @@ def write_cifar10(root: Path, per_batch: int = 8, test: int = 16) -> Path:
     with (folder / "batches.meta").open("wb") as fh:
         pickle.dump({"label_names": names, "num_vis": 3072}, fh, protocol=2)
     return root
+
+
+def write_cifar100(root: Path, train: int = 40, test: int = 16) -> Path:
+    """CIFAR-100 in its python format (``root/cifar-100-python``: ``train``, ``test``,
+    ``meta``), random pixels, labels cycling through the 100 fine classes."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for name, n in (("train", train), ("test", test)):
+        batch = {
+            "fine_labels": [i % 100 for i in range(n)],
+            "coarse_labels": [i % 20 for i in range(n)],
+            "data": rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8),
+        }
+        with (folder / name).open("wb") as fh:
+            pickle.dump(batch, fh, protocol=2)
+    with (folder / "meta").open("wb") as fh:
+        pickle.dump({"fine_label_names": [f"class{i}" for i in range(100)]}, fh, protocol=2)
+    return root
+
+
+def write_fake_imagenet(root: Path, per_class: int = 1, distractors: int = 3) -> Path:
+    """An ImageNet-like root: ``train/`` and ``val/`` with a folder for each ImageNet-100 WordNet
+    id (8 px PNGs) plus ``distractors`` other classes that ImageNet-100 must ignore."""
+    from reference_trainer.data import imagenet100_classes
+
+    rng = random.Random(1)
+    wnids = list(imagenet100_classes()) + [f"n9999999{i}" for i in range(distractors)]
+    for split in ("train", "val"):
+        for wnid in wnids:
+            folder = root / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                colour = tuple(rng.randrange(256) for _ in range(3))
+                Image.new("RGB", (8, 8), colour).save(folder / f"{wnid}_{i}.png")
+    return root

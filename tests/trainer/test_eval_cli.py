@@ -3,6 +3,7 @@ lines without a terminal, timm's view of an export, file permissions."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import math
@@ -27,6 +28,7 @@ from reference_trainer.cli import app
 from reference_trainer.data import build_dataset, eval_transform
 from reference_trainer.data.transforms import eval_resize_side
 from reference_trainer.pretrained import load_backbone, timm_crop_pct
+from reference_trainer.protocols import MOCOV3, SYNCO_V2
 
 from .conftest import tiny_run
 
@@ -91,6 +93,20 @@ BAD_OPTIONS = [
     (["eval", "linear", "{run}", "--momentum", "0", "--nesterov"], "--nesterov: needs a momentum"),
     (["eval", "linear", "{run}", "--warmup-epochs", "-1"], "--warmup-epochs: expected a number"),
     (["eval", "linear", "{run}", "--epochs", "5", "--warmup-epochs", "5"], "in [0.0, 5.0)"),
+    (["eval", "linear", "{run}", "--label-smoothing", "1.5"], "--label-smoothing: expected"),
+    (["eval", "linear", "{run}", "--clip-grad", "-1"], "--clip-grad: expected a number in [0.0"),
+    (["eval", "linear", "{run}", "--drop-path", "1"], "--drop-path: expected a number in [0.0"),
+    (["eval", "linear", "{run}", "--warmup-lr-fraction", "2"], "--warmup-lr-fraction: expected"),
+    (["eval", "linear", "{run}", "--min-lr-fraction", "-0.1"], "--min-lr-fraction: expected"),
+    (
+        ["eval", "linear", "{run}", "--schedule", "epoch", "--warmup-epochs", "1"],
+        "--warmup-epochs: the per-epoch schedule has no warmup, got 1.0",
+    ),
+    (
+        ["eval", "linear", "{run}", "--protocol", "synco-v2", "--epochs", "3"],
+        "--warmup-epochs: expected a number in [0.0, 3.0), got 5 (the value of --protocol "
+        "synco-v2; set --warmup-epochs)",
+    ),
     (["eval", "linear", "{run}", "--seed", "-1"], "--seed: expected an int >= 0, got -1"),
     (["eval", "linear", "{run}", "--workers", "-2"], "--workers: expected an int >= 0, got -2"),
     (["eval", "linear", "{run}", "--device", "tpu:0"], "--device: expected auto, cpu, cuda"),
@@ -159,6 +175,14 @@ def test_probe_options_reach_the_probe(run_dir: Path, tmp_path: Path) -> None:
         "weight_decay": 1e-4,
         "warmup_epochs": 0.5,
         "batchnorm": False,
+        "warmup_lr_fraction": None,
+        "min_lr_fraction": 0.0,
+        "schedule": "step",
+        "label_smoothing": 0.0,
+        "clip_grad": 0.0,
+        "head_init": "normal",
+        "backbone_mode": "eval",
+        "drop_path": None,
     }
     assert saved["lr"] == pytest.approx(0.3 * 32 / 64) and saved["batchnorm"] is False
     # 96 images in batches of 32: 3 steps per epoch, the warmup's 2 steps (round(1.5)) end at
@@ -171,6 +195,48 @@ def test_probe_options_reach_the_probe(run_dir: Path, tmp_path: Path) -> None:
     saved = json.loads(out.read_text())
     assert saved["settings"]["batchnorm"] is True and saved["settings"]["nesterov"] is True
     assert saved["lr"] == pytest.approx(0.1 * 256 / 512)
+
+
+def test_a_protocol_supplies_the_settings_and_each_option_overrides_one(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "linear.json"
+    options = ["--protocol", "synco-v2", "--mode", "cached", "--epochs", "2", "--batch-size"]
+    options += ["32", "--warmup-epochs", "1", "--warmup-lr-fraction", "0.25"]
+    options += ["--min-lr-fraction", "0.1", "--label-smoothing", "0.2", "--clip-grad", "3"]
+    options += ["--backbone-mode", "eval", "--drop-path", "0.1", "--out", str(out)]
+    result = CliRunner().invoke(app, ["eval", "linear", str(run_dir), *options])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    expected = dataclasses.replace(
+        SYNCO_V2,
+        mode="cached",
+        epochs=2,
+        batch_size=32,
+        warmup_epochs=1,
+        warmup_lr_fraction=0.25,
+        min_lr_fraction=0.1,
+        label_smoothing=0.2,
+        clip_grad=3.0,
+        backbone_mode="eval",
+        drop_path=0.1,
+        head_init="trunc-normal",  # "backbone" for timm's DeiT
+    )
+    assert saved["protocol"] == "synco-v2" and saved["settings"] == dataclasses.asdict(expected)
+    # 96 images in batches of 32: 3 steps per epoch; the warmup (3 steps) rises from 0.25 x
+    # peak, step 2 is 2/3 of the way; step 5 is 2/3 through the cosine over steps 3-5
+    peak, end = 1.0 * 32 / 512, 0.1 * 1.0 * 32 / 512
+    assert saved["history"][0]["lr"] == pytest.approx(0.25 * peak + 0.75 * peak * 2 / 3)
+    cosine = end + (peak - end) * 0.5 * (1 + math.cos(math.pi * 2 / 3))
+    assert saved["history"][1]["lr"] == pytest.approx(cosine)
+    options = ["--protocol", "mocov3", "--epochs", "2", "--batch-size", "32", "--mode", "cached"]
+    mocov3 = CliRunner().invoke(app, ["eval", "linear", str(run_dir), *options, "--out", str(out)])
+    assert mocov3.exit_code == 0, mocov3.output
+    saved = json.loads(out.read_text())
+    expected = dataclasses.replace(MOCOV3, epochs=2, batch_size=32, mode="cached")
+    assert saved["protocol"] == "mocov3" and saved["settings"] == dataclasses.asdict(expected)
+    lr = 3.0 * 32 / 256  # the cosine of the epoch: the peak through epoch 1, half in epoch 2
+    assert [h["lr"] for h in saved["history"]] == pytest.approx([lr, lr * 0.5])
 
 
 # --------------------------------------------------------------------------------------------

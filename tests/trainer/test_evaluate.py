@@ -463,6 +463,15 @@ def test_linear_probe_rejects_bad_arguments() -> None:
         ({"weight_decay": -1e-4}, "weight_decay: expected a number in [0.0, inf]"),
         ({"epochs": 10, "warmup_epochs": 10}, "warmup_epochs: expected a number in [0.0, 10.0)"),
         ({"warmup_epochs": -0.5}, "warmup_epochs: expected a number in [0.0, 100.0)"),
+        ({"warmup_lr_fraction": 2.0}, "warmup_lr_fraction: expected a number in [0.0, 1.0]"),
+        ({"min_lr_fraction": -0.1}, "min_lr_fraction: expected a number in [0.0, 1.0]"),
+        ({"schedule": "cycle"}, "schedule"),
+        ({"schedule": "epoch", "warmup_epochs": 1}, "warmup_epochs: the per-epoch schedule"),
+        ({"label_smoothing": 1.5}, "label_smoothing: expected a number in [0.0, 1.0]"),
+        ({"clip_grad": -1.0}, "clip_grad: expected a number in [0.0, inf]"),
+        ({"head_init": "zeros"}, "head_init"),
+        ({"backbone_mode": "frozen"}, "backbone_mode"),
+        ({"drop_path": 1.0}, "drop_path: expected a number in [0.0, 1.0)"),
     ],
 )
 def test_probe_settings_name_the_bad_value(changes: dict[str, Any], words: str) -> None:
@@ -480,6 +489,28 @@ def test_probe_lr_warms_up_linearly_then_follows_a_cosine() -> None:
     cosine = [peak * 0.5 * (1 + math.cos(math.pi * (s - 8) / 32)) for s in range(8, 40)]
     assert lrs[8:] == pytest.approx(cosine)
     assert lrs[7] == pytest.approx(peak) and lrs[8] == pytest.approx(peak)
+
+
+def test_probe_lr_from_a_warmup_start_to_a_floor_and_per_epoch() -> None:
+    settings = LinearProbeSettings(
+        epochs=10,
+        base_lr=0.2,
+        lr_reference_batch=100,
+        warmup_epochs=2,
+        warmup_lr_fraction=0.1,
+        min_lr_fraction=0.05,
+    )
+    peak, start, end = 0.1, 0.01, 0.005  # batch 50, 4 steps per epoch: 8 warmup, 40 in all
+    lrs = [settings.lr_at(step, 4, 50) for step in range(42)]
+    assert lrs[:8] == pytest.approx([start + (peak - start) * s / 8 for s in range(8)])
+    cosine = [
+        end + (peak - end) * 0.5 * (1 + math.cos(math.pi * (s - 8) / 32)) for s in range(8, 40)
+    ]
+    assert lrs[8:40] == pytest.approx(cosine)
+    assert lrs[40:] == pytest.approx([end, end])
+    per_epoch = LinearProbeSettings(epochs=4, base_lr=0.2, lr_reference_batch=100, schedule="epoch")
+    expected = [peak * 0.5 * (1 + math.cos(math.pi * (s // 3) / 4)) for s in range(12)]
+    assert [per_epoch.lr_at(s, 3, 50) for s in range(12)] == pytest.approx(expected)
 
 
 def test_knn_probe_on_tiny_vit_is_well_above_chance() -> None:

@@ -101,17 +101,20 @@ def test_lars_rejects_bad_arguments(bad: dict[str, float], words: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "kind", "decayed_norms"),
+    ("options", "kind", "decay_all"),
     [
         ({"method": "moby"}, torch.optim.AdamW, False),
         ({"method": "moby", "optimizer": "sgd"}, torch.optim.SGD, False),
         ({"method": "moby", "optimizer": "lars"}, LARS, False),
         ({"method": "mocov2"}, torch.optim.SGD, True),  # MoCo v2 decays every parameter
+        ({"method": "moby", "optimizer": "lars", "weight_decay_exclude": "none"}, LARS, True),
     ],
 )
 def test_build_optimizer_groups(
-    options: dict[str, str], kind: type[torch.optim.Optimizer], decayed_norms: bool
+    options: dict[str, str], kind: type[torch.optim.Optimizer], decay_all: bool
 ) -> None:
+    """Biases and norms get no weight decay, and no LARS adaptation, unless the method (MoCo
+    v2) or --weight-decay-exclude none decays every parameter."""
     cfg = TrainConfig.from_dict(
         {"depth": 1, "embed_dim": 32, "num_heads": 2, "proj_hidden": 64, "proj_dim": 32} | options
     )
@@ -120,9 +123,13 @@ def test_build_optimizer_groups(
     opt = build_optimizer(resolved, online, torch.device("cpu"))
     assert type(opt) is kind
     decay, no_decay = opt.param_groups
-    assert decay["weight_decay"] == resolved.weight_decay > 0
-    assert (no_decay["weight_decay"] > 0) is decayed_norms
-    assert all(p.ndim > 1 for p in decay["params"])  # matrices and convolutions
-    assert any(p.ndim == 1 for p in no_decay["params"])  # biases and norms
+    assert decay["weight_decay"] == resolved.weight_decay > 0 and no_decay["weight_decay"] == 0
+    n_params = len([p for p in online.parameters() if p.requires_grad])
+    assert len(decay["params"]) + len(no_decay["params"]) == n_params
+    if decay_all:
+        assert not no_decay["params"]
+    else:
+        assert all(p.ndim > 1 for p in decay["params"])  # matrices and convolutions
+        assert any(p.ndim == 1 for p in no_decay["params"])  # biases and norms
     if kind is LARS:
         assert decay["lars"] is True and no_decay["lars"] is False

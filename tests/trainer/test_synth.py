@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from reference_trainer import synth
 from reference_trainer.cli import app
 from reference_trainer.data.datasets import build_dataset
+from reference_trainer.synth import image_seed
 
 from .conftest import write_image_folder
 
@@ -553,3 +554,45 @@ def test_duplicate_guard_reports_a_collapsed_generator(
     report = json.loads((out / "duplicates.json").read_text())
     assert report["classes"]["a"]["pairs"] == 3 and report["classes"]["b"]["pairs"] == 3
     assert ["a/000000.png", "a/000001.png", 0] in report["classes"]["a"]["listed"]
+
+
+def _shipped(name: str) -> list[str]:
+    text = (Path(synth.__file__).parent / "data" / name).read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_fake_it_prompts_for_imagenet100(
+    runner: CliRunner, tmp_path: Path, models: dict[str, Path]
+) -> None:
+    table = {row.split("\t")[0]: row.split("\t") for row in _shipped("imagenet100_classes.tsv")}
+    scenes = _shipped("places365_scenes.txt")
+    assert len(table) == 100 and len(scenes) == len(set(scenes)) == 344
+    assert table["n02090622"][1:3] == ["borzoi", "wolfhound"]  # WordNet 3.0, written by hand
+    assert table["n03947888"][1:3] == ["pirate", "ship"]
+    out = tmp_path / "fake"
+    common = ["--model", str(models["sd"]), "--steps", "2", "--size", "16", "--batch-size", "3"]
+    args = [*common, "--out", str(out), "--classes-from", "imagenet100", "--prompts", "fake-it"]
+    invoke(runner, [*args, "--images-per-class", "2", "--limit", "6", "--seed", "5"])
+    lines = manifest(out)
+    assert len(lines) == 6
+    first = sorted(table)[:3]  # the classes in label order: sorted WordNet ids
+    assert [line["class"] for line in lines] == [c for c in first for _ in range(2)]
+    assert sorted(pngs(out)) == first
+    for line in lines:
+        wnid, name, hypernym = table[line["class"]][:3]
+        scene = scenes[image_seed(5, wnid, line["index"]) % len(scenes)]
+        assert line["prompt"] == f"{name}, {hypernym} inside {scene}"
+        assert line["guidance"] == 2.0 and line["seed"] == image_seed(5, wnid, line["index"])
+    assert_regenerates(out, lines[0], models["sd"])
+    # the template prompts use the class names too, not the WordNet ids
+    plain = tmp_path / "plain"
+    invoke(runner, [*common, "--out", str(plain), "--classes-from", "imagenet100", "--limit", "1"])
+    assert manifest(plain)[0]["prompt"] == f"a photo of a {table[first[0]][1]}."
+    # classes without a known hypernym: one clear line, before the model loads
+    bad = invoke(
+        runner,
+        [*common, "--out", str(tmp_path / "x"), "--classes", "cat", "--prompts", "fake-it"],
+        1,
+    )
+    assert "needs each class's WordNet hypernym" in error_line(bad)
+    assert not (tmp_path / "x").exists()
