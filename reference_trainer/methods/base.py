@@ -4,18 +4,22 @@ A method is one :class:`Method` subclass in its own file of this package, regist
 :func:`reference_trainer.methods.register`. It declares
 
 * its recipe defaults (:class:`MethodPreset`: optimizer, learning rate, schedule, temperature,
-  EMA momentum, queue length, regularisation), which the config fills in where the user gave
-  nothing;
+  EMA momentum and schedule, queue length, head widths, regularisation), which the config fills
+  in where the user gave nothing, possibly chosen by the config (:meth:`Method.recipe`);
 * its heads (:meth:`Method.heads`: a projector, and a predictor or none);
-* whether it has a momentum (EMA) target (:attr:`Method.momentum_target`) and what bank of
-  negatives it draws from (:attr:`Method.bank`: a queue, the batch itself, or none);
+* whether it has a momentum (EMA) target (:attr:`Method.momentum_target`), what bank of
+  negatives it draws from (:attr:`Method.bank`: a queue, the batch itself, or none), whether
+  its loss takes several positives per row (:attr:`Method.multi_positive`) and whether a
+  batch-norm backbone normalises over the global batch (:attr:`Method.global_batch_norm`);
+* how the views are encoded (:meth:`Method.encode`; by default every view through the online
+  network and the target);
 * its loss from the views' embeddings (:meth:`Method.forward`, composing syn2co's losses,
   queues and synthetic negatives), and its per-step state updates (:meth:`Method.update`, e.g.
   enqueueing keys).
 
-The engine never asks which method it runs: it encodes every view with the online network
-(and the target network when there is one), calls the method for the loss, steps the
-optimizer, moves the target by EMA and calls :meth:`Method.update`.
+The engine never asks which method it runs: it calls :meth:`Method.encode`, the method for the
+loss, steps the optimizer, moves the target by EMA (cosine or constant momentum) and calls
+:meth:`Method.update`.
 """
 
 from __future__ import annotations

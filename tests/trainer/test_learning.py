@@ -9,15 +9,16 @@ network's. The run is the same for every method (150 steps, batch 64, ``SMALL_OV
 the method's own recipe, except: AdamW methods take the small run's learning rate (2e-3; SGD
 and LARS keep their recipe's rate, which scales with the batch), every method takes tau 0.2
 (the recipe value of MoBY, MoCo v3 and MoCo v2; with SimCLR's CIFAR-10 value of 0.5 it reached
-16.0 to 16.8% in these runs), and no warmup is longer than 20 steps (SimCLR's 10 epochs would span the whole run).
+16.0 to 16.8% in these runs), and no warmup is longer than 20 steps (SimCLR's 10 epochs would
+span the whole run).
 
 Everything is seeded and runs on the CPU, so the numbers repeat on one machine; the number of
 threads changes the order of floating-point reductions and so the numbers by up to a point.
-Measured on a 2-core x86 CPU, kNN top-1 with 1 / 2 torch threads (random init 14.8%): MoBY with
-the SynCo v2 negatives 18.8 / 18.8%, MoBY 19.4 / 18.4%, MoCo v3 18.6 / 18.6%, MoCo v2 17.0 /
-17.0%, SimCLR 16.8 / 16.6%. The required gain of 1.5 points leaves that room while a run whose
-weights do not move (zero gradient, a detached loss) gains exactly nothing and fails. Each case
-takes 19 to 28 s of CPU time on one thread, kNN included.
+Measured on 2026-12-01 on a shared 2-core x86 CPU, kNN top-1 with 1 / 2 torch threads (random
+init 14.8%): MoBY with the SynCo v2 negatives 18.8 / 18.8%, MoBY 19.4 / 18.4%, MoCo v3 18.6 /
+18.6%, MoCo v2 17.0 / 17.0%, SimCLR 16.8 / 16.6%. The required gain of 1.5 points leaves that
+room while a run whose weights do not move (zero gradient, a detached loss) gains exactly
+nothing and fails. Each case takes 21 to 28 s of CPU time on one thread, kNN included.
 """
 
 from __future__ import annotations
