@@ -27,6 +27,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -555,3 +556,17 @@ def test_site_math_is_rendered(site: Path) -> None:
     assert not problems, "\n".join(problems[:30])
     concepts = scan_page((site / "concepts" / "index.html").read_text("utf-8"))
     assert len(concepts.math) > 50, "the concepts page lost its formulas"
+
+
+@pytest.mark.slow
+def test_cli_reference_lists_whole_summaries(site: Path) -> None:
+    pytest.importorskip("typer")
+    from typer.main import get_command
+
+    from reference_trainer.cli import app
+
+    page = " ".join((site / "trainer" / "cli" / "index.html").read_text("utf-8").split())
+    command = get_command(app)
+    for name, sub in command.commands.items():  # type: ignore[attr-defined]
+        summary = " ".join((sub.help or "").split("\n\n")[0].split(". ")[0].split()).rstrip(".")
+        assert f"<li><code>{name}</code>: {summary}" in unescape(page), name
