@@ -14,7 +14,7 @@ Groups, per preset (SYNCO_V1 at B=256, K=65536, D=128; SYNCO_V2 at B=256, K=4096
 published construction), ``types 5-6`` (perturb + adversarial against the published autograd
 loop) and ``step`` (the loss alone; a whole forward + backward step, shared or naive, float32
 or bf16 autocast). The references and the checks that they compute the same maths live in
-``references.py``; the checks run once per session and preset, outside timing. For a markdown
+``references.py``; the checks run once per preset and pytest run, outside timing. For a markdown
 table of medians and ratios, run ``python benchmarks/synthesize_table.py``. Timings are never
 asserted.
 """
