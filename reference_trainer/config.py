@@ -259,7 +259,7 @@ def save_config(cfg: TrainConfig, path: Path) -> None:
 
 @dataclass(frozen=True)
 class MethodPreset:
-    """The published recipe of a method (METHODS.md, section 3)."""
+    """The published recipe of a method (MoBY as SynCo v2 runs it; MoCo v3 for ViTs)."""
 
     base_lr: float
     lr_reference_batch: int

@@ -8,7 +8,7 @@ and buffer of the backbone before and after (:func:`fingerprint`) and raises if 
 * :func:`knn_predict` / :func:`knn_classify` / :func:`knn_accuracy` / :func:`knn_evaluate` are
   the weighted kNN classifier of InstDisc, MoCo and DINO on precomputed features; :func:`knn_probe`
   runs it from a backbone and two loaders.
-* :func:`linear_probe` trains a linear classifier on the frozen backbone (METHODS.md, section 3).
+* :func:`linear_probe` trains a linear classifier on the frozen backbone (the published recipes).
 
 Loaders may be any iterable of batches where either ``batch[0]`` holds the images ``(B, C, H, W)``
 and ``batch[1]`` the labels ``(B,)``, or the batch has ``images`` and ``labels`` attributes (the
@@ -630,7 +630,7 @@ def linear_probe(
 ) -> LinearProbeResult:
     """Train a linear classifier on the frozen backbone and measure its accuracy.
 
-    Recipe (METHODS.md, section 3): SGD with momentum, no weight decay, peak learning rate
+    Recipe: SGD with momentum, no weight decay, peak learning rate
     ``base_lr * batch_size / lr_reference_batch`` decayed by a cosine per step, classifier
     weights drawn from N(0, 0.01^2) with zero bias, cross-entropy. The defaults are the MoBY /
     SynCo v2 recipe (lr 1.0 x batch/512, 100 epochs); MoCo v3 uses ``base_lr=3.0,
