@@ -3,7 +3,7 @@
 Each script runs in its own process, as a user would start it, for a few steps with a small
 batch; the test checks that it trained with synthetic negatives (the count it reports) and that
 every loss it printed is a finite number. The lightly example needs the ``examples`` extra and
-is skipped where lightly is not installed.
+is skipped where lightly is not installed; the SimCLR example needs ``syn2co.losses.nt_xent``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+
+import syn2co.losses
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -93,5 +95,23 @@ def test_lightly_moco_example(image_folders: tuple[Path, Path]) -> None:
         *("--workers", "0"),
     )
     assert "16 images, 3 steps, synthetic negatives per query: 576" in output
+    losses = _losses(output)
+    assert losses and all(math.isfinite(v) and v > 0 for v in losses), output
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    not hasattr(syn2co.losses, "nt_xent"),
+    reason="needs syn2co.losses.nt_xent",
+    run=False,
+    strict=False,
+)
+def test_simclr_example(image_folders: tuple[Path, Path]) -> None:
+    train, _ = image_folders
+    output = _run(
+        "simclr_synthetic_negatives.py",
+        *("--data", str(train), "--steps", "3", "--batch-size", "8", "--workers", "0"),
+    )
+    assert "16 images, 3 steps of batch 8, synthetic negatives per anchor: 576" in output
     losses = _losses(output)
     assert losses and all(math.isfinite(v) and v > 0 for v in losses), output
