@@ -21,8 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, Negatives, TrainConfig, load_config_file
+from .config import Negatives, TrainConfig, load_config_file
 from .data.base import DatasetError
+from .devices import resolve_device
+from .errors import ConfigError
 
 app = typer.Typer(
     name="syn2co-train",
@@ -193,14 +195,6 @@ def _eval_config(
     return cfg.updated(changes, source="command line")
 
 
-def _device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _save_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
@@ -232,7 +226,7 @@ def eval_knn(
 
     cfg = _eval_config(run, data, val_data, dataset, workers)
     ks = tuple(k) if k else (10, 20, 200)
-    dev = _device(device)
+    dev = resolve_device(device)
     from .data.pipeline import eval_loader
 
     train_loader, val_loader = (
@@ -314,7 +308,7 @@ def eval_linear(
     from .pretrained import load_backbone
 
     cfg = _eval_config(run, data, val_data, dataset, workers)
-    dev = _device(device)
+    dev = resolve_device(device)
     val_loader = eval_loader(cfg, "val", batch_size=batch_size)
     train_loader = linear_train_loader(
         cfg, batch_size=batch_size, augmented=mode == "augmented", seed=seed

@@ -21,8 +21,11 @@ from typing import Any, Literal, get_args, get_type_hints
 import yaml
 
 from syn2co.negatives import SYNCO_V1, SYNCO_V2, SYNCO_V2_CONFIG, NegativeSpec, mochi
+from syn2co.schedules import ActiveWindow
 
-Method = Literal["moby", "mocov3"]
+from .errors import ConfigError
+from .methods import Method, get_method, method_names
+
 Negatives = Literal["none", "synco-v1", "synco-v2", "synco-v2-config", "mochi"]
 Dataset = Literal[
     "builtin", "imagefolder", "cifar10", "cifar100", "stl10", "mnist", "fashion-mnist"
@@ -31,10 +34,6 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 RatioKind = Literal["constant", "linear", "cosine"]
 LoaderKind = Literal["auto", "cpu", "gpu"]
 GeneratorMode = Literal["none", "hard-samples", "hard-pairs", "both"]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message is one line that says what to change."""
 
 
 def _opt(help: str, default: Any = None, **extra: Any) -> Any:
@@ -47,8 +46,10 @@ class TrainConfig:
 
     # --- what to train -----------------------------------------------------------------------
     arch: str = _opt("Backbone: deit_s, swin_t, vit_s, vit_t or any timm ViT/Swin name.", "deit_s")
-    method: Method = _opt(
-        "moby (two queues, predictor, symmetric) or mocov3 (in-batch keys).", "moby"
+    method: str = _opt(
+        "Pretraining method (a registered plug-in, see reference_trainer.methods).",
+        "moby",
+        choices=method_names,
     )
     negatives: Negatives = _opt("Synthetic hard negatives preset (syn2co.negatives).", "none")
     # --- data ---------------------------------------------------------------------------------
@@ -90,10 +91,12 @@ class TrainConfig:
         "Linear warmup steps (default: 5/300 MoBY, 40/300 MoCo v3 of the run)."
     )
     clip_grad: float | None = _opt("Gradient-norm clip; 0 disables (5 MoBY, off MoCo v3).")
-    momentum: float = _opt("EMA momentum of the target network at step 0 (cosine to 1).", 0.99)
+    momentum: float | None = _opt(
+        "EMA momentum of the target network at step 0, cosine to 1 (default: the method's)."
+    )
     # --- method -------------------------------------------------------------------------------
-    temperature: float = _opt("Contrastive temperature tau.", 0.2)
-    queue_size: int | None = _opt("MoBY queue length per view (default 4096).")
+    temperature: float | None = _opt("Contrastive temperature tau (default: the method's).")
+    queue_size: int | None = _opt("Length of each negative queue (default: the method's).")
     proj_hidden: int = _opt("Hidden width of the projector and predictor MLPs.", 4096)
     proj_dim: int = _opt("Output width of the projector (embedding size D).", 256)
     drop_path: float | None = _opt(
@@ -181,6 +184,12 @@ class TrainConfig:
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise ConfigError(f"{source}: unknown option '{raw_key}'{hint}")
             clean[key] = _coerce(key, value, hints[key], source)
+            choices = known[key].metadata.get("choices")
+            if choices is not None and clean[key] not in choices():
+                raise ConfigError(
+                    f"{source}: option '{key}' must be one of {', '.join(choices())}, "
+                    f"got {clean[key]!r}"
+                )
         return dataclasses.replace(self, **clean)
 
 
@@ -253,33 +262,8 @@ def save_config(cfg: TrainConfig, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Presets
+# Presets and resolution
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MethodPreset:
-    """The published recipe of a method (MoBY as SynCo v2 runs it; MoCo v3 for ViTs)."""
-
-    base_lr: float
-    lr_reference_batch: int
-    weight_decay: float
-    warmup_fraction: float
-    clip_grad: float
-    drop_path: float
-    freeze_patch_embed: bool
-    projector_layers: int
-    last_bn: bool
-
-
-METHOD_PRESETS: dict[str, MethodPreset] = {
-    # MoBY / SynCo v2: AdamW lr 1e-3 x batch/512, wd 0.05, 5 of 300 epochs warmup, clip 5,
-    # drop-path 0.2, 2-layer projector.
-    "moby": MethodPreset(1e-3, 512, 0.05, 5 / 300, 5.0, 0.2, False, 2, False),
-    # MoCo v3 ViT: AdamW lr 1.5e-4 x batch/256, wd 0.1, 40 of 300 epochs warmup, frozen patch
-    # projection, 3-layer projector whose last BN has no affine.
-    "mocov3": MethodPreset(1.5e-4, 256, 0.1, 40 / 300, 0.0, 0.1, True, 3, True),
-}
 
 NEGATIVE_PRESETS: dict[str, NegativeSpec | None] = {
     "none": None,
@@ -292,55 +276,60 @@ NEGATIVE_PRESETS: dict[str, NegativeSpec | None] = {
 
 @dataclass(frozen=True)
 class Resolved:
-    """What a run needs beyond the config: derived numbers and the negative spec."""
+    """A run's config with every default filled in, and the numbers derived from it.
+
+    Nothing here is optional where the run needs a value: the engine reads these fields, never
+    the ``None``-able options of :class:`TrainConfig`.
+
+    Attributes:
+        config: The options with the method's defaults filled in (saved as ``config.yaml``).
+        method: The method's class.
+        total_steps: Optimizer steps of the whole run.
+        steps_per_epoch: Optimizer steps per pass over the training images.
+        lr: Peak learning rate.
+        weight_decay: Weight decay.
+        warmup_steps: Linear warmup steps.
+        clip_grad: Gradient-norm clip (0 = off).
+        drop_path: Stochastic depth of the online backbone.
+        freeze_patch_embed: The patch projection is frozen.
+        temperature: Contrastive temperature.
+        ema_momentum: EMA momentum of the target at step 0.
+        queue_size: Length of each negative queue (methods with a queue).
+        spec: The synthetic negatives, or None without them.
+        window: The steps at which the synthetic negatives are active.
+    """
 
     config: TrainConfig
+    method: type[Method]
     total_steps: int
     steps_per_epoch: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    clip_grad: float
+    drop_path: float
+    freeze_patch_embed: bool
+    temperature: float
+    ema_momentum: float
+    queue_size: int
     spec: NegativeSpec | None
+    window: ActiveWindow
 
 
 def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolved:
-    """Fill the ``None`` fields from the presets and derive the step counts.
+    """Fill the ``None`` fields from the method's preset and derive the step counts.
 
     Args:
         cfg: The config after file and command-line overrides.
         train_size: Number of training images (sets the steps per epoch).
         world_size: Number of ranks; the global batch must split evenly over them.
     """
-    preset = METHOD_PRESETS[cfg.method]
-    _check_positive(cfg, ("batch_size", "img_size", "proj_hidden", "proj_dim", "builtin_size"))
-    _check_positive(
-        cfg, ("checkpoint_every", "log_every", "hardness_every", "generator_grid_every")
-    )
-    if not 0 < cfg.generator_fraction <= 1:
-        raise ConfigError(f"--generator-fraction must be in (0, 1], got {cfg.generator_fraction}")
-    if cfg.generator_lr <= 0:
-        raise ConfigError(f"--generator-lr must be > 0, got {cfg.generator_lr}")
-    if not cfg.generator_keys_enqueued and (cfg.generator == "none" or cfg.method != "moby"):
-        raise ConfigError(
-            "--no-generator-keys-enqueued applies to --method moby with --generator (only MoBY "
-            f"keeps queues), got --method {cfg.method} --generator {cfg.generator}"
-        )
-    if cfg.temperature <= 0:
-        raise ConfigError(f"--temperature must be > 0, got {cfg.temperature}")
-    if not 0 <= cfg.momentum <= 1:
-        raise ConfigError(f"--momentum must be in [0, 1], got {cfg.momentum}")
-    if cfg.batch_size % world_size:
-        raise ConfigError(
-            f"--batch-size {cfg.batch_size} (global) must be divisible by the {world_size} ranks"
-        )
-    if cfg.batch_size < 2:
-        raise ConfigError("--batch-size must be at least 2 (contrastive losses need negatives)")
-    check_mixing(cfg)
+    method = check_options(cfg, world_size=world_size)
+    preset = method.preset
     steps_per_epoch = max(1, train_size // cfg.batch_size)
     if cfg.steps is not None:
-        if cfg.steps < 1:
-            raise ConfigError(f"--steps must be >= 1, got {cfg.steps}")
         total = cfg.steps
     elif cfg.epochs is not None:
-        if cfg.epochs <= 0:
-            raise ConfigError(f"--epochs must be > 0, got {cfg.epochs}")
         total = max(1, round(cfg.epochs * steps_per_epoch))
     else:
         total = 100 * steps_per_epoch
@@ -357,20 +346,86 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
         clip_grad=_default(cfg.clip_grad, preset.clip_grad),
         drop_path=_default(cfg.drop_path, preset.drop_path),
         freeze_patch_embed=_default(cfg.freeze_patch_embed, preset.freeze_patch_embed),
-        queue_size=_default(cfg.queue_size, 4096),  # unused by MoCo v3 (in-batch keys)
+        temperature=_default(cfg.temperature, preset.temperature),
+        momentum=_default(cfg.momentum, preset.ema_momentum),
+        queue_size=_default(cfg.queue_size, preset.queue_size),
     )
-    assert filled.warmup_steps is not None and filled.warmup_steps >= 0
-    if filled.warmup_steps > total:
+    warmup = _default(filled.warmup_steps, 0)
+    if warmup > total:
+        raise ConfigError(f"--warmup-steps {warmup} exceeds the {total} training steps")
+    spec = _negative_spec(filled, method)
+    return Resolved(
+        config=filled,
+        method=method,
+        total_steps=total,
+        steps_per_epoch=steps_per_epoch,
+        lr=lr,
+        weight_decay=_default(filled.weight_decay, 0.0),
+        warmup_steps=warmup,
+        clip_grad=_default(filled.clip_grad, 0.0),
+        drop_path=_default(filled.drop_path, 0.0),
+        freeze_patch_embed=_default(filled.freeze_patch_embed, False),
+        temperature=_default(filled.temperature, preset.temperature),
+        ema_momentum=_default(filled.momentum, preset.ema_momentum),
+        queue_size=_default(filled.queue_size, preset.queue_size),
+        spec=spec,
+        window=ActiveWindow(cfg.negatives_start, cfg.negatives_end),
+    )
+
+
+def check_options(cfg: TrainConfig, *, world_size: int = 1) -> type[Method]:
+    """Check every option that can be checked without reading data; returns the method.
+
+    Runs before the run directory is created or any file is read, so a bad option leaves
+    nothing behind.
+    """
+    try:
+        method = get_method(cfg.method)
+    except KeyError as e:
+        raise ConfigError(f"--method: {e.args[0]}") from None
+    _check_positive(cfg, ("batch_size", "img_size", "proj_hidden", "proj_dim", "builtin_size"))
+    _check_positive(
+        cfg, ("checkpoint_every", "log_every", "hardness_every", "generator_grid_every")
+    )
+    if not 0 < cfg.generator_fraction <= 1:
+        raise ConfigError(f"--generator-fraction must be in (0, 1], got {cfg.generator_fraction}")
+    if cfg.generator_lr <= 0:
+        raise ConfigError(f"--generator-lr must be > 0, got {cfg.generator_lr}")
+    if not cfg.generator_keys_enqueued and (cfg.generator == "none" or method.bank != "queue"):
         raise ConfigError(
-            f"--warmup-steps {filled.warmup_steps} exceeds the {total} training steps"
+            "--no-generator-keys-enqueued applies to --method moby with --generator (only a "
+            f"method with queues keeps keys), got --method {cfg.method} --generator "
+            f"{cfg.generator}"
         )
-    if filled.queue_size is not None and filled.queue_size < 1:
-        raise ConfigError(f"--queue-size must be >= 1, got {filled.queue_size}")
-    spec = _negative_spec(filled, world_size)
-    return Resolved(filled, total, steps_per_epoch, spec)
+    if cfg.temperature is not None and cfg.temperature <= 0:
+        raise ConfigError(f"--temperature must be > 0, got {cfg.temperature}")
+    if cfg.momentum is not None and not 0 <= cfg.momentum <= 1:
+        raise ConfigError(f"--momentum must be in [0, 1], got {cfg.momentum}")
+    if cfg.batch_size % world_size:
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} (global) must be divisible by the {world_size} ranks"
+        )
+    if cfg.batch_size < 2:
+        raise ConfigError("--batch-size must be at least 2 (contrastive losses need negatives)")
+    if cfg.steps is not None and cfg.steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {cfg.steps}")
+    if cfg.epochs is not None and cfg.epochs <= 0:
+        raise ConfigError(f"--epochs must be > 0, got {cfg.epochs}")
+    if cfg.warmup_steps is not None and cfg.warmup_steps < 0:
+        raise ConfigError(f"--warmup-steps must be >= 0, got {cfg.warmup_steps}")
+    if cfg.queue_size is not None and cfg.queue_size < 1:
+        raise ConfigError(f"--queue-size must be >= 1, got {cfg.queue_size}")
+    if cfg.negatives_start < 0:
+        raise ConfigError("--negatives-start must be >= 0")
+    if cfg.negatives_end is not None and cfg.negatives_end <= cfg.negatives_start:
+        raise ConfigError("--negatives-end must be larger than --negatives-start")
+    if cfg.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
+    check_mixing(cfg)
+    return method
 
 
-def _negative_spec(cfg: TrainConfig, world_size: int) -> NegativeSpec | None:
+def _negative_spec(cfg: TrainConfig, method: type[Method]) -> NegativeSpec | None:
     base = NEGATIVE_PRESETS[cfg.negatives]
     counts = {
         name: getattr(cfg, name)
@@ -385,24 +440,64 @@ def _negative_spec(cfg: TrainConfig, world_size: int) -> NegativeSpec | None:
     changes: dict[str, Any] = dict(counts)
     if cfg.n_hard is not None:
         changes["n_hard"] = cfg.n_hard
-    # The bank a query draws from: its queue (MoBY) or the other keys of the batch (MoCo v3).
-    bank = cfg.queue_size if cfg.method == "moby" else cfg.batch_size - 1
-    assert bank is not None
+    # The bank a query draws from: its queue, or the other keys of the batch.
+    bank = method.bank_size(batch_size=cfg.batch_size, queue_size=_default(cfg.queue_size, 0))
+    if bank < 1:
+        raise ConfigError(
+            f"synthetic negatives need a bank of negatives; --method {cfg.method} has none"
+        )
     n_hard = changes.get("n_hard", base.n_hard)
     if n_hard > bank:
         if cfg.n_hard is not None:
-            what = "--queue-size" if cfg.method == "moby" else "the global batch size minus 1"
+            what = "--queue-size" if method.bank == "queue" else "the global batch size minus 1"
             raise ConfigError(f"--n-hard {cfg.n_hard} exceeds the bank ({what} = {bank})")
         changes["n_hard"] = bank  # a preset's pool larger than a small bank: use the whole bank
     try:
         spec = base.replace(**changes)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"synthetic negatives: {e}") from None
-    if cfg.negatives_end is not None and cfg.negatives_end <= cfg.negatives_start:
-        raise ConfigError("--negatives-end must be larger than --negatives-start")
-    if cfg.negatives_start < 0:
-        raise ConfigError("--negatives-start must be >= 0")
     return spec if spec.total > 0 else None
+
+
+#: Options that may differ from the checkpoint's config when resuming. Everything else must
+#: match, or the continuation would not be the run that was started.
+RESUMABLE_OVERRIDES = frozenset(
+    {
+        "resume",
+        "out",
+        "workers",
+        "log_every",
+        "checkpoint_every",
+        "hardness_every",
+        "stop_at",
+        "compile",
+        "device",
+        "data",
+        "val_data",
+        "check_inputs",
+        "loader",
+    }
+)
+
+
+def merge_resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
+    """The checkpoint's config, with only the options that keep the run the same."""
+    defaults = TrainConfig()
+    # Options about this invocation only, never inherited from the interrupted one.
+    changed: dict[str, Any] = {"resume": given.resume, "stop_at": given.stop_at}
+    for name in TrainConfig.field_names():
+        if name in changed:
+            continue
+        value = getattr(given, name)
+        if value == getattr(defaults, name) or value == getattr(saved, name):
+            continue  # not given on the command line, or the same as the run's
+        if name not in RESUMABLE_OVERRIDES:
+            raise ConfigError(
+                f"--resume: option '{name}' differs from the checkpoint's run "
+                f"({getattr(saved, name)!r} there, {value!r} here); start a new run to change it"
+            )
+        changed[name] = value
+    return saved.updated(changed)
 
 
 def check_mixing(cfg: TrainConfig) -> None:

@@ -27,7 +27,6 @@ the pair generator alone sets how hard the positive is.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -54,6 +53,7 @@ from syn2co.generators import (
 )
 
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from .seeds import hashed_seed, torch_generator
 
 __all__ = ["MODES", "GeneratedBatch", "JointGenerators", "Mode"]
 
@@ -448,9 +448,7 @@ class JointGenerators(nn.Module):
 
     def _rng(self, step: int, purpose: int) -> torch.Generator:
         step = check_int("step", step, minimum=0)
-        key = f"joint/{self.seed}/{self.rank}/{step}/{purpose}".encode()
-        digest = hashlib.blake2b(key, digest_size=8).digest()
-        return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+        return torch_generator(hashed_seed("joint", self.seed, self.rank, step, purpose))
 
     def _views(self, images: Tensor, rng: torch.Generator) -> tuple[Tensor, Tensor]:
         return self._augment(images, rng), self._augment(images, rng)

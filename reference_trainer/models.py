@@ -17,10 +17,9 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from syn2co import distributed
-from syn2co.distributed import all_reduce_with_grad
-
-from .config import METHOD_PRESETS, ConfigError, TrainConfig
+from .config import TrainConfig
+from .errors import ConfigError
+from .methods import Method
 
 #: Short names users type, and the timm models they stand for. ``vit_s`` is the 12-head ViT-S
 #: of MoCo v3 and SynCo v2 (timm's own ViT-S and DeiT-S have 6 heads).
@@ -170,63 +169,8 @@ def feature_dim(backbone: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Heads
+# Networks
 # --------------------------------------------------------------------------------------------
-
-
-class GlobalBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d whose training statistics cover the global batch of all ranks.
-
-    The trainer's SyncBN for the heads: it all-reduces the per-feature sums with gradient
-    (:func:`syn2co.distributed.all_reduce_with_grad`), so it works on every backend, CPU/gloo
-    included, and 2 ranks compute what 1 process with both halves computes. Without a process
-    group it is a plain ``BatchNorm1d``.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not (self.training and distributed.world_size() > 1):
-            return super().forward(x)
-        xf = x.float()
-        stats = torch.cat([xf.sum(0), (xf * xf).sum(0), xf.new_tensor([x.shape[0]])])
-        stats = all_reduce_with_grad(stats)
-        c = x.shape[1]
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
-        if (
-            self.track_running_stats
-            and self.running_mean is not None
-            and self.running_var is not None
-        ):
-            with torch.no_grad():
-                m = self.momentum if self.momentum is not None else 0.1
-                unbiased = var * n / (n - 1).clamp_min(1)
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
-                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), m)
-                assert self.num_batches_tracked is not None
-                self.num_batches_tracked.add_(1)
-        out = (xf - mean) * torch.rsqrt(var + self.eps)
-        if self.affine:
-            out = out * self.weight + self.bias
-        return out.to(x.dtype)
-
-
-def mlp(in_dim: int, hidden: int, out_dim: int, layers: int, *, last_bn: bool) -> nn.Sequential:
-    """Linear-BN-ReLU blocks then a Linear (MoBY: 2 layers; MoCo v3: 3 layers, last BN without
-    affine)."""
-    mods: list[nn.Module] = []
-    dim = in_dim
-    for _ in range(layers - 1):
-        mods += [
-            nn.Linear(dim, hidden, bias=False),
-            GlobalBatchNorm1d(hidden),
-            nn.ReLU(inplace=True),
-        ]
-        dim = hidden
-    mods.append(nn.Linear(dim, out_dim, bias=not last_bn))
-    if last_bn:
-        mods.append(GlobalBatchNorm1d(out_dim, affine=False))
-    return nn.Sequential(*mods)
 
 
 class Encoder(nn.Module):
@@ -249,33 +193,32 @@ class Encoder(nn.Module):
 
 
 class OnlineNetwork(nn.Module):
-    """Encoder plus predictor: the trained branch."""
+    """Encoder plus the method's predictor (identity for methods without one): the trained
+    branch."""
 
-    def __init__(self, encoder: Encoder, predictor: nn.Module) -> None:
+    def __init__(self, encoder: Encoder, predictor: nn.Module | None) -> None:
         super().__init__()
         self.encoder = encoder
-        self.predictor = predictor
+        self.predictor = predictor if predictor is not None else nn.Identity()
 
-    def forward(self, view1: Tensor, view2: Tensor) -> tuple[Tensor, Tensor]:
-        z1, z2 = self.encoder((view1, view2))
-        return self.predictor(z1), self.predictor(z2)
+    def forward(self, *views: Tensor) -> tuple[Tensor, ...]:
+        """Each view (B, 3, H, W) -> its prediction (B, D)."""
+        return tuple(self.predictor(z) for z in self.encoder(views))
 
 
-def build_networks(cfg: TrainConfig) -> tuple[OnlineNetwork, Encoder]:
-    """The online network and its EMA target (a copy without drop-path and without grad)."""
-    preset = METHOD_PRESETS[cfg.method]
+def build_networks(cfg: TrainConfig, method: type[Method]) -> tuple[OnlineNetwork, Encoder | None]:
+    """The online network and, for methods with one, its EMA target (a copy without
+    drop-path and without grad)."""
     backbone = create_backbone(cfg)
-    width = feature_dim(backbone)
-    projector = mlp(
-        width, cfg.proj_hidden, cfg.proj_dim, preset.projector_layers, last_bn=preset.last_bn
-    )
-    predictor = mlp(cfg.proj_dim, cfg.proj_hidden, cfg.proj_dim, 2, last_bn=preset.last_bn)
+    heads = method.heads(feature_dim(backbone), cfg)
     if cfg.freeze_patch_embed:
         patch = getattr(backbone, "patch_embed", None)
         if patch is None:
             raise ConfigError(f"--freeze-patch-embed: {cfg.arch} has no patch_embed")
         patch.requires_grad_(False)
-    online = OnlineNetwork(Encoder(backbone, projector), predictor)
+    online = OnlineNetwork(Encoder(backbone, heads.projector), heads.predictor)
+    if not method.momentum_target:
+        return online, None
     target = copy.deepcopy(online.encoder)
     _set_drop_path(target, 0.0)  # MoBY: drop-path 0.2 online, 0 target
     target.requires_grad_(False)

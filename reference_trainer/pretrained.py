@@ -12,6 +12,8 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .errors import ConfigError
+from .methods import get_method
 from .models import backbone_kwargs, build_networks, create_backbone
 
 Branch = Literal["online", "target"]
@@ -32,11 +34,13 @@ def load_backbone(run: str | Path, branch: Branch = "online") -> tuple[nn.Module
     """
     cfg, state = load_run(run)
     torch.manual_seed(cfg.seed)
-    online, target = build_networks(cfg)
+    online, target = build_networks(cfg, get_method(cfg.method))
     if branch == "online":
         online.load_state_dict(state["online"])
         backbone = online.encoder.backbone
     else:
+        if target is None or state.get("target") is None:
+            raise ConfigError(f"--branch target: the {cfg.method} run has no momentum target")
         target.load_state_dict(state["target"])
         backbone = target.backbone
     return backbone.eval(), cfg

@@ -60,7 +60,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .atomic import write_atomic
-from .config import ConfigError
+from .devices import resolve_device
+from .errors import ConfigError
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -396,18 +397,6 @@ def _quiet_loading() -> Iterator[None]:
                 tlog.enable_progress_bar()
 
 
-def _resolve_device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is visible (use --device cpu)")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
 def _resolve_dtype(name: str, device: Any) -> Any:
     import torch
 
@@ -442,7 +431,7 @@ def load_pipeline(model: str, device: str = "auto", dtype: str = "auto") -> tupl
         ConfigError: One line when the model cannot be found or loaded, pointing at
             ``--model PATH``.
     """
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, dev)
     path = Path(model).expanduser()
     local = path.is_dir()

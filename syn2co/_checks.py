@@ -96,6 +96,7 @@ def check_embeddings(
     *,
     dim: int | None = None,
     sizes: dict[int, tuple[str, int]] | None = None,
+    allow_empty: bool = False,
 ) -> Tensor:
     """A floating-point tensor whose shape is described by ``dims`` (for example ``"(B, D)"``).
 
@@ -106,6 +107,7 @@ def check_embeddings(
             number of axes is enforced from it; ``dim`` and ``sizes`` enforce sizes.
         dim: Required size of the last axis (the embedding dimension), if known.
         sizes: ``{axis: (letter, size)}`` sizes that must match other arguments.
+        allow_empty: Accept a tensor with no entries (e.g. zero synthetic negatives per query).
 
     Values are not read here: see :func:`check_finite`.
     """
@@ -121,7 +123,7 @@ def check_embeddings(
     for axis, (letter, size) in (sizes or {}).items():
         if t.shape[axis] != size:
             raise ValueError(f"{name}: expected shape {dims} with {letter}={size}, got {_shape(t)}")
-    if t.numel() == 0:
+    if t.numel() == 0 and not allow_empty:
         raise ValueError(f"{name}: expected a non-empty tensor of shape {dims}, got {_shape(t)}")
     return t
 

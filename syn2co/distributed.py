@@ -11,11 +11,15 @@ the distributed contract of the methods (the documentation's concepts page expla
   gradient of the mean loss of one process holding the whole batch.
 
 Gathered tensors are concatenated along the first axis in rank order; every rank must pass a
-tensor of the same shape.
+tensor of the same shape. :func:`gather_rows` returns them as a :class:`Gathered`, which also
+says where this rank's rows sit, so a caller gathers once and hands the result to every loss
+and synthesis step that needs it (the in-batch losses of :mod:`syn2co.losses` then run no
+collective).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,8 +27,10 @@ import torch.distributed as dist
 from torch import Tensor
 
 __all__ = [
+    "Gathered",
     "all_reduce_with_grad",
     "gather",
+    "gather_rows",
     "gather_with_grad",
     "is_distributed",
     "rank",
@@ -122,6 +128,70 @@ def gather_with_grad(x: Tensor) -> Tensor:
         return x
     out: Tensor = _GatherWithGrad.apply(x)
     return out
+
+
+@dataclass(frozen=True, eq=False)  # tensors: compared by identity, not by value
+class Gathered:
+    """Rows of every rank concatenated in rank order, and which of them are this rank's.
+
+    Made by :func:`gather_rows`; build one by hand only for rows gathered some other way.
+
+    Attributes:
+        rows: Tensor of shape (N, ...), every rank's rows, rank 0's first.
+        offset: Index of this rank's first row in ``rows`` (``rank * count`` for
+            :func:`gather_rows`).
+        count: Number of rows this rank contributed; they are ``rows[offset:offset + count]``.
+
+    Example:
+        >>> g = Gathered(torch.zeros(6, 2), offset=3, count=3)
+        >>> g.rows[g.offset : g.offset + g.count].shape
+        torch.Size([3, 2])
+    """
+
+    rows: Tensor
+    offset: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rows, Tensor) or self.rows.ndim < 1:
+            got = type(self.rows).__name__
+            shape = f" of shape {tuple(self.rows.shape)}" if isinstance(self.rows, Tensor) else ""
+            raise TypeError(f"rows: expected a tensor of shape (N, ...), got {got}{shape}")
+        for name in ("offset", "count"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
+        n = self.rows.shape[0]
+        if self.offset + self.count > n:
+            raise ValueError(
+                f"offset: expected offset + count <= N = {n} (the number of rows), "
+                f"got offset={self.offset}, count={self.count}"
+            )
+
+
+def gather_rows(x: Tensor, *, grad: bool = False) -> Gathered:
+    """Gather ``x`` from all ranks once, remembering where this rank's rows are.
+
+    Args:
+        x: This rank's rows, shape (B, ...), the same shape on every rank.
+        grad: Keep the gradient through every rank's rows (:func:`gather_with_grad`, for an
+            in-batch loss such as SimCLR's); otherwise detached (:func:`gather`, for keys from
+            a momentum encoder).
+
+    Returns:
+        ``Gathered(rows, offset=rank() * B, count=B)`` with ``rows`` of shape
+        (world_size * B, ...). Without a process group, ``rows`` is ``x`` (detached unless
+        ``grad``) and the offset is 0.
+
+    Example:
+        >>> g = gather_rows(torch.ones(4, 3))
+        >>> g.rows.shape, g.offset, g.count
+        (torch.Size([4, 3]), 0, 4)
+    """
+    if not isinstance(x, Tensor) or x.ndim < 1:
+        raise TypeError(f"x: expected a tensor of shape (B, ...), got {type(x).__name__}")
+    rows = gather_with_grad(x) if grad else gather(x)
+    return Gathered(rows, offset=rank() * x.shape[0], count=x.shape[0])
 
 
 class _AllReduceWithGrad(torch.autograd.Function):

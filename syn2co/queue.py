@@ -86,9 +86,20 @@ class NegativeQueue(nn.Module):
 
     @property
     def bank(self) -> Tensor:
-        """The current bank, shape (K, D): a detached view; do not modify it in place.
+        """The current bank, shape (K, D): a detached *view* of the queue's storage.
 
-        Row order is storage order (not age order); the loss does not depend on it.
+        The next :meth:`enqueue` overwrites rows of this very tensor with the new keys, so a
+        bank read before ``enqueue(k)`` and used after it contains ``k``: use it (loss,
+        synthesis, diagnostics) before enqueueing, or keep a snapshot, ``queue.bank.clone()``.
+        Do not modify it in place. Row order is storage order (not age order); the loss does
+        not depend on it.
+
+        Example:
+            >>> queue = NegativeQueue(2, 2, generator=torch.Generator().manual_seed(0))
+            >>> view, snapshot = queue.bank, queue.bank.clone()
+            >>> queue.enqueue(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+            >>> torch.equal(view, queue.bank), torch.equal(snapshot, queue.bank)
+            (True, False)
         """
         return self.keys.detach()
 

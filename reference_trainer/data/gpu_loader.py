@@ -38,7 +38,6 @@ Usage (how a training loop selects it with ``--loader gpu``, see :func:`resolve_
 
 from __future__ import annotations
 
-import hashlib
 import io
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -55,6 +54,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from syn2co.samplers import MixedDataset
 
+from ..seeds import hashed_seed_of_ints
 from .base import CorruptImageError
 from .datasets import ImageFolderDataset
 from .gpu_augment import GpuTwoViewAugment, JitterOrder, ViewParams
@@ -367,9 +367,7 @@ def collate_raw(samples: Sequence[RawSample]) -> RawBatch:
 
 def batch_seed(seeds: Tensor | Sequence[int]) -> int:
     """The generator seed of a batch: a stable 63-bit hash of its items' seeds, in order."""
-    values = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1).numpy().astype("<i8")
-    digest = hashlib.blake2b(values.tobytes(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+    return hashed_seed_of_ints(torch.as_tensor(seeds, dtype=torch.int64))
 
 
 def raw_loader(

@@ -9,7 +9,6 @@ run would have drawn.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -20,7 +19,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from syn2co.samplers import MixedDataset, MixedSourceBatchSampler, RatioSchedule
 
-from ..config import ConfigError, Resolved, TrainConfig, check_mixing
+from ..config import Resolved, TrainConfig, check_mixing
+from ..errors import ConfigError
+from ..seeds import hashed_seed
 from .base import ImageDataset
 from .datasets import build_dataset
 from .gpu_loader import GpuTwoViewPipeline, raw_loader, resolve_loader
@@ -45,8 +46,7 @@ def builtin_val_size(train_size: int) -> int:
 
 def view_seed(seed: int, step: int, index: int) -> int:
     """The augmentation seed of one image at one step (a stable 63-bit hash)."""
-    digest = hashlib.blake2b(f"{seed}/{step}/{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+    return hashed_seed(seed, step, index)
 
 
 class SeededTwoViews(Dataset[TwoViewSample]):

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from syn2co import distributed
-from syn2co.losses import moco_v3_loss
+from syn2co.losses import moco_v3_loss, nt_xent, nt_xent_mask
 from syn2co.negatives import NegativeSpec, positive_mask, synthesize
 from syn2co.queue import NegativeQueue
 
@@ -58,6 +58,27 @@ def run_rank(rank: int, init_file: str, out_dir: str) -> None:
         loss = moco_v3_loss(q, k_all[sl], extra_negatives=extra)
         loss.backward()
         out["moco_loss"], out["moco_grad"], out["extra"] = loss.detach(), q.grad, extra
+        # the same with the keys gathered once by the caller: the loss gathers nothing
+        gathered = distributed.gather_rows(k_all[sl])
+        out["moco_gathered_loss"] = moco_v3_loss(q, gathered, extra_negatives=extra).detach()
+
+        # SimCLR's NT-Xent, plain and with synthetic negatives from the masked in-batch bank
+        v1_all, v2_all = data(6, WORLD * B, D), data(7, WORLD * B, D)
+        for name, synthetic in (("ntxent", False), ("ntxent_syn", True)):
+            z1, z2 = v1_all[sl].clone().requires_grad_(), v2_all[sl].clone().requires_grad_()
+            anchors = torch.cat([z1, z2])
+            embeddings = distributed.gather_rows(anchors, grad=True)
+            extra = None
+            if synthetic:
+                exclude = nt_xent_mask(B, world_size=WORLD, rank=rank)
+                extra = synthesize(anchors, embeddings.rows.detach(), spec(), exclude=exclude)
+            loss = nt_xent(z1, z2, embeddings=embeddings, extra_negatives=extra)
+            loss.backward()
+            out[name] = (loss.detach(), z1.grad, z2.grad)
+        z1, z2 = v1_all[sl].clone().requires_grad_(), v2_all[sl].clone().requires_grad_()
+        loss = nt_xent(z1, z2)  # gathers by itself
+        loss.backward()
+        out["ntxent_self"] = (loss.detach(), z1.grad, z2.grad)
 
         # gather_with_grad
         z_all = data(2, WORLD * B, D)
@@ -116,6 +137,25 @@ def test_moco_v3_two_ranks_equal_one_process(ranks: list[dict[str, Any]]) -> Non
     grads = torch.cat([r["moco_grad"] / WORLD for r in ranks])
     assert torch.allclose(grads, q.grad, atol=1e-6)
     assert torch.allclose(torch.cat([r["extra"] for r in ranks]), extra, atol=1e-6)
+    for r in ranks:
+        assert torch.allclose(r["moco_gathered_loss"], r["moco_loss"], atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["ntxent", "ntxent_self", "ntxent_syn"])
+def test_nt_xent_two_ranks_equal_one_process(ranks: list[dict[str, Any]], name: str) -> None:
+    z1, z2 = data(6, WORLD * B, D).requires_grad_(), data(7, WORLD * B, D).requires_grad_()
+    extra = None
+    if name == "ntxent_syn":
+        anchors = torch.cat([z1, z2]).detach()
+        extra = synthesize(anchors, anchors, spec(), exclude=nt_xent_mask(WORLD * B))
+    loss = nt_xent(z1, z2, extra_negatives=extra)
+    loss.backward()
+    assert z1.grad is not None and z2.grad is not None
+    # each rank's 2B anchors see all 2 * WORLD * B embeddings: the rank means average to the
+    # global mean, and each rank's gradients (summed over ranks' losses) / WORLD are the slice
+    assert torch.allclose(sum(r[name][0] for r in ranks) / WORLD, loss, atol=1e-6)
+    assert torch.allclose(torch.cat([r[name][1] / WORLD for r in ranks]), z1.grad, atol=1e-6)
+    assert torch.allclose(torch.cat([r[name][2] / WORLD for r in ranks]), z2.grad, atol=1e-6)
 
 
 def test_gather_with_grad_two_ranks_equal_one_process(ranks: list[dict[str, Any]]) -> None:

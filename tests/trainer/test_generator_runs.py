@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from reference_trainer.cli import app
-from reference_trainer.engine import GENERATED
+from reference_trainer.diagnostics import Source
 from syn2co.samplers import REAL
 
 from .conftest import tiny_run
@@ -60,12 +60,13 @@ def test_generators_train_log_draw_and_resume_exactly(
     assert "hardness/generated_queries/positive/mean" in hardness
     assert "hardness/generated_negatives/hard_real/mean" in hardness
     generated_per_step = 4 * (2 if mode == "both" else 1)  # a quarter of 16, per generator
-    rows = ([REAL] * 16 + [GENERATED] * generated_per_step) * 4  # 4 steps, real rows first
+    rows = ([REAL] * 16 + [Source.GENERATED] * generated_per_step) * 4  # 4 steps, real rows first
     state = torch.load(straight / "checkpoint.pt", weights_only=False)
+    kept = rows[-64:]  # a queue of 64 keeps the last 64 rows
     for queue in ("queue1", "queue2"):
         tags = state["method"][f"{queue}.tags"]
-        assert int((tags == GENERATED).sum()) == rows[-64:].count(GENERATED)  # the last 64 kept
-        assert int((tags == REAL).sum()) == rows[-64:].count(REAL)
+        assert int((tags == Source.GENERATED).sum()) == kept.count(Source.GENERATED)
+        assert int((tags == REAL).sum()) == kept.count(REAL)
     grids = sorted((straight / "generated").glob("*.png"))
     assert [g.name for g in grids] == ["step_0000001.png", "step_0000002.png", "step_0000004.png"]
     assert all(g.stat().st_size > 500 for g in grids)
@@ -78,7 +79,7 @@ def test_generated_keys_can_be_kept_out_of_the_queues(runner: CliRunner, tmp_pat
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     for queue in ("queue1", "queue2"):
         tags = state["method"][f"{queue}.tags"]
-        assert int((tags == GENERATED).sum()) == 0
+        assert int((tags == Source.GENERATED).sum()) == 0
         assert int((tags == REAL).sum()) == 3 * 16  # only the real rows of the 3 steps
         assert int(state["method"][f"{queue}.count"]) == 3 * 16
 

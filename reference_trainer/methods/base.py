@@ -1,0 +1,199 @@
+"""What a pretraining method declares, and what the engine gives it and gets back.
+
+A method is one :class:`Method` subclass in its own file of this package, registered with
+:func:`reference_trainer.methods.register`. It declares
+
+* its recipe defaults (:class:`MethodPreset`: optimizer, learning rate, schedule, temperature,
+  EMA momentum, queue length, regularisation), which the config fills in where the user gave
+  nothing;
+* its heads (:meth:`Method.heads`: a projector, and a predictor or none);
+* whether it has a momentum (EMA) target (:attr:`Method.momentum_target`) and what bank of
+  negatives it draws from (:attr:`Method.bank`: a queue, the batch itself, or none);
+* its loss from the views' embeddings (:meth:`Method.forward`, composing syn2co's losses,
+  queues and synthetic negatives), and its per-step state updates (:meth:`Method.update`, e.g.
+  enqueueing keys).
+
+The engine never asks which method it runs: it encodes every view with the online network
+(and the target network when there is one), calls the method for the loss, steps the
+optimizer, moves the target by EMA and calls :meth:`Method.update`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal, Self
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:  # the config imports this package; never the reverse at run time
+    from ..config import Resolved, TrainConfig
+
+__all__ = [
+    "BankKind",
+    "Direction",
+    "Embeddings",
+    "Heads",
+    "Method",
+    "MethodOutput",
+    "MethodPreset",
+    "OptimizerKind",
+    "StepContext",
+]
+
+BankKind = Literal["queue", "in-batch", "none"]
+OptimizerKind = Literal["adamw", "sgd", "lars"]
+
+
+@dataclass(frozen=True)
+class MethodPreset:
+    """A method's published recipe: the defaults of every option the user leaves unset.
+
+    Attributes:
+        base_lr: Peak learning rate at ``lr_reference_batch`` (scaled linearly with the batch).
+        lr_reference_batch: The batch size ``base_lr`` refers to.
+        weight_decay: Weight decay of the optimizer.
+        warmup_fraction: Linear warmup as a fraction of the run.
+        clip_grad: Gradient-norm clip (0 = off).
+        drop_path: Stochastic depth of the online backbone.
+        freeze_patch_embed: Freeze the random patch projection (MoCo v3's trick).
+        temperature: Contrastive temperature tau.
+        ema_momentum: Momentum of the EMA target at step 0 (cosine to 1); unused without one.
+        queue_size: Length of each negative queue; unused without a queue.
+        optimizer: ``adamw``, ``sgd`` or ``lars``.
+    """
+
+    base_lr: float
+    lr_reference_batch: int
+    weight_decay: float
+    warmup_fraction: float
+    clip_grad: float
+    drop_path: float
+    freeze_patch_embed: bool = False
+    temperature: float = 0.2
+    ema_momentum: float = 0.99
+    queue_size: int = 4096
+    optimizer: OptimizerKind = "adamw"
+
+
+@dataclass
+class Heads:
+    """The heads on top of the backbone's pooled features."""
+
+    projector: nn.Module  # features (B, F) -> embeddings (B, D); part of the EMA target
+    predictor: nn.Module | None = None  # embeddings (B, D) -> predictions (B, D); online only
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """The networks' outputs for the views of one step, in view order.
+
+    Attributes:
+        online: One (B, D) tensor per view from the online network (its predictor's output
+            when the method has one), with gradient.
+        target: One (B, D) tensor per view from the momentum target, without gradient; None
+            for methods without a target.
+    """
+
+    online: tuple[Tensor, ...]
+    target: tuple[Tensor, ...] | None = None
+
+    def rows(self, n: int) -> Embeddings:
+        """The first ``n`` rows of every view, detached (e.g. the keys of real images)."""
+        return Embeddings(
+            tuple(t[:n].detach() for t in self.online),
+            None if self.target is None else tuple(t[:n].detach() for t in self.target),
+        )
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step tells the method beyond the embeddings.
+
+    Attributes:
+        synthetic: Synthetic negatives are active at this step.
+        generator: The random stream of the synthetic negatives (this rank's).
+        sources: (B,) source tag of each row (see ``reference_trainer.diagnostics.Source``) when
+            the batch mixes sources, else None.
+    """
+
+    synthetic: bool
+    generator: torch.Generator | None = None
+    sources: Tensor | None = None
+
+
+@dataclass
+class Direction:
+    """One loss direction, kept for the hardness diagnostics."""
+
+    query: Tensor  # (B, D) the anchor (online prediction of one view)
+    positive: Tensor  # (B, D) its positive (target projection of the other view)
+    bank: Tensor  # (K, D) the real negatives of this direction
+    synthetic: Tensor | None  # (B, M, D) the synthetic negatives, if any
+    exclude: Tensor | None  # (B, K) bank entries that are not negatives of each query
+    bank_tags: Tensor | None = None  # (K,) source tag of each bank entry, if tracked
+
+
+@dataclass
+class MethodOutput:
+    """The loss of a step (a scalar with gradient) and its directions for diagnostics."""
+
+    loss: Tensor
+    directions: tuple[Direction, ...]
+
+
+class Method(nn.Module, ABC):
+    """A pretraining method: the loss from the views' embeddings, and the state it keeps.
+
+    Subclasses set the class attributes and implement :meth:`heads`, :meth:`create` and
+    :meth:`forward`; :meth:`update` defaults to no state.
+    """
+
+    #: The name users pass to ``--method``.
+    name: ClassVar[str]
+    #: One line for ``--help`` and the docs.
+    summary: ClassVar[str]
+    #: The recipe defaults (see :class:`MethodPreset`).
+    preset: ClassVar[MethodPreset]
+    #: The method keeps an EMA copy of the encoder as its target.
+    momentum_target: ClassVar[bool]
+    #: Where the real negatives (and the hard pool of the synthetic ones) come from.
+    bank: ClassVar[BankKind]
+
+    @classmethod
+    @abstractmethod
+    def heads(cls, feature_dim: int, cfg: TrainConfig) -> Heads:
+        """The projector (and predictor) for a backbone of ``feature_dim`` pooled features."""
+
+    @classmethod
+    @abstractmethod
+    def create(cls, resolved: Resolved, *, tags: bool, generator: torch.Generator | None) -> Self:
+        """The method's state for a run (queues, ...).
+
+        Args:
+            resolved: The run's resolved config.
+            tags: Keep each bank entry's source tag (the batches mix sources).
+            generator: CPU stream for random initial state (e.g. the queues' first rows).
+        """
+
+    @classmethod
+    def bank_size(cls, *, batch_size: int, queue_size: int) -> int:
+        """Entries of the bank one query draws its hard pool from (0 without a bank)."""
+        if cls.bank == "queue":
+            return queue_size
+        if cls.bank == "in-batch":
+            return batch_size - 1
+        return 0
+
+    @abstractmethod
+    def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
+        """The loss of one step from the embeddings of its views."""
+
+    def update(self, keys: Embeddings, sources: Tensor | None) -> None:
+        """State updates after the optimizer step (default: none).
+
+        Args:
+            keys: The step's embeddings, detached, restricted to the rows that may enter a bank.
+            sources: (B,) source tag of each of those rows, or None.
+        """

@@ -1,0 +1,93 @@
+"""MoCo v3 (Chen et al., 2021): in-batch keys gathered from all ranks, ``2 * tau`` scaling."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Self
+
+import torch
+
+from syn2co import distributed
+from syn2co.losses import moco_v3_loss
+from syn2co.negatives import NegativeSpec, positive_mask, similarity, synthesize
+
+from ..heads import mlp
+from .base import Direction, Embeddings, Heads, Method, MethodOutput, MethodPreset, StepContext
+from .registry import register
+
+if TYPE_CHECKING:
+    from ..config import Resolved, TrainConfig
+
+
+@register
+class MoCoV3(Method):
+    """MoCo v3: predictor and EMA target, the keys of the whole global batch as negatives.
+
+    Synthetic negatives come from the gathered keys with each query's own positive masked out.
+    """
+
+    name = "mocov3"
+    summary = "MoCo v3: predictor, EMA target, in-batch keys from all ranks, loss x 2 tau."
+    # MoCo v3 ViT: AdamW lr 1.5e-4 x batch/256, wd 0.1, 40 of 300 epochs warmup, frozen patch
+    # projection, 3-layer projector whose last BN has no affine.
+    preset = MethodPreset(
+        base_lr=1.5e-4,
+        lr_reference_batch=256,
+        weight_decay=0.1,
+        warmup_fraction=40 / 300,
+        clip_grad=0.0,
+        drop_path=0.1,
+        freeze_patch_embed=True,
+    )
+    momentum_target = True
+    bank = "in-batch"
+
+    def __init__(self, *, temperature: float, spec: NegativeSpec | None) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.spec = spec
+
+    @classmethod
+    def heads(cls, feature_dim: int, cfg: TrainConfig) -> Heads:
+        return Heads(
+            projector=mlp(feature_dim, cfg.proj_hidden, cfg.proj_dim, 3, last_bn=True),
+            predictor=mlp(cfg.proj_dim, cfg.proj_hidden, cfg.proj_dim, 2, last_bn=True),
+        )
+
+    @classmethod
+    def create(cls, resolved: Resolved, *, tags: bool, generator: torch.Generator | None) -> Self:
+        del tags, generator  # no state
+        return cls(temperature=resolved.temperature, spec=resolved.spec)
+
+    def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
+        p1, p2 = embeddings.online
+        assert embeddings.target is not None
+        t1, t2 = embeddings.target
+        b = p1.shape[0]
+        keys = (distributed.gather_rows(t2), distributed.gather_rows(t1))  # gathered once
+        mask = positive_mask(
+            b, world_size=distributed.world_size(), rank=distributed.rank(), device=p1.device
+        )
+        extra: list[torch.Tensor | None] = [None, None]
+        sims: list[torch.Tensor | None] = [None, None]
+        if ctx.synthetic and self.spec is not None:
+            for i, query in enumerate((p1, p2)):
+                sims[i] = sim = similarity(query, keys[i].rows)
+                extra[i] = synthesize(
+                    query,
+                    keys[i].rows,
+                    self.spec,
+                    exclude=mask,
+                    generator=ctx.generator,
+                    similarity=sim.detach(),
+                )
+        tau = self.temperature
+        loss = moco_v3_loss(
+            p1, keys[0], negative_similarity=sims[0], extra_negatives=extra[0], temperature=tau
+        ) + moco_v3_loss(
+            p2, keys[1], negative_similarity=sims[1], extra_negatives=extra[1], temperature=tau
+        )
+        sources = ctx.sources
+        tags = None if sources is None else distributed.gather(sources.to(p1.device))
+        d1 = Direction(p1, t2, keys[0].rows, extra[0], mask, tags)
+        d2 = Direction(p2, t1, keys[1].rows, extra[1], mask, tags)
+        return MethodOutput(loss, (d1, d2))

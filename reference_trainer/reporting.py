@@ -1,0 +1,144 @@
+"""What a run reports: the metrics log, TensorBoard, and the progress display.
+
+``RUN_DIR/metrics.jsonl`` holds one JSON line per step (the global batch's loss, learning rate,
+momentum, throughput, batch composition and, every ``--hardness-every`` steps, the hardness
+stats). Numbers stay on the device until a flush, once per ``--log-every`` steps, when they are
+reduced over the ranks in one collective.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor
+
+from syn2co import distributed
+
+__all__ = [
+    "MetricsLogger",
+    "Pending",
+    "StepInfo",
+    "progress_display",
+    "records",
+    "truncate_metrics",
+]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    lr: float
+    momentum: float
+    synthetic: bool  # synthetic negatives were active
+
+
+@dataclass
+class Pending:
+    """A trained step whose numbers still live on the device (read at the next flush)."""
+
+    step: int
+    loss: Tensor
+    info: StepInfo
+    epoch: int
+    hardness: dict[str, float]
+    counts: Tensor | None  # (2,) real and synthetic images in this rank's batch
+
+
+def records(pending: list[Pending], rate: float, device: torch.device) -> list[dict[str, Any]]:
+    """The metrics lines of the pending steps, with one reduction over ranks.
+
+    The logged loss is the global batch's (the mean of the ranks' local means); the real and
+    synthetic counts are summed over ranks.
+    """
+    world = distributed.world_size()
+    losses = torch.stack([p.loss.float() for p in pending]) / world
+    counted = [p.counts for p in pending if p.counts is not None]
+    counts = torch.stack(counted).to(device).float() if counted else losses.new_zeros(0, 2)
+    packed = torch.cat([losses.to(device), counts.flatten()])
+    if world > 1:
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    values = packed.tolist()
+    loss_values, count_values = values[: len(pending)], values[len(pending) :]
+    records = []
+    for i, p in enumerate(pending):
+        record: dict[str, Any] = {
+            "step": p.step,
+            "epoch": p.epoch,
+            "loss": loss_values[i],
+            "lr": p.info.lr,
+            "momentum": p.info.momentum,
+            "synthetic_negatives": p.info.synthetic,
+            "img_per_s": rate,
+        }
+        if p.counts is not None:
+            record["real"] = round(count_values[2 * i])
+            record["synthetic"] = round(count_values[2 * i + 1])
+        records.append(record | p.hardness)
+    return records
+
+
+class MetricsLogger:
+    """JSON lines per step in ``metrics.jsonl``, and TensorBoard when it is installed."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.file = open(run_dir / "metrics.jsonl", "a") if enabled else None  # noqa: SIM115
+        self.tb: Any = None
+        if enabled:
+            with contextlib.suppress(ImportError):
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, float) and math.isfinite(value):
+                    self.tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the lines an interrupted run logged after its last checkpoint."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def progress_display(console: Console, *, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]step {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("epoch {task.fields[epoch]}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("lr {task.fields[lr]:.2e}"),
+        TextColumn("{task.fields[rate]:.0f} img/s"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )

@@ -1,0 +1,90 @@
+"""Pinned numbers of short MoBY and MoCo v3 runs: the trainer's behaviour does not drift.
+
+The values were produced by the trainer before its methods became plug-ins; any change to the
+random streams (initial weights, drop-path, augmentation, synthetic negatives, generators), to
+the order of operations in a step or to the losses shows up here. Tolerances are relative 1e-5:
+far below what a different random draw or a different loss would give, wide enough for the
+float32 reduction order of another CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from reference_trainer.config import TrainConfig
+from reference_trainer.engine import train
+
+pytestmark = pytest.mark.slow
+
+CASES: dict[str, tuple[str, dict[str, Any], list[float], float, float]] = {
+    # name: method, extra options, logged losses, sum of online weights, sum of |method state|
+    "moby": (
+        "moby",
+        {},
+        [14.747077941894531, 15.431768417358398, 14.785398483276367, 15.270940780639648],
+        344.51876193323506,
+        574.9173898602967,
+    ),
+    "mocov3": (
+        "mocov3",
+        {},
+        [5.837862491607666, 6.189791202545166, 5.955289363861084, 6.267067909240723],
+        477.2679304773256,
+        0.0,
+    ),
+    "moby-generators": (
+        "moby",
+        {"generator": "both", "generator_fraction": 0.25},
+        [14.614480972290039, 15.47927474975586, 15.059642791748047, 15.373311996459961],
+        344.24598243870327,
+        581.6969546008843,
+    ),
+}
+
+
+def config(out: Path, method: str, extra: dict[str, Any]) -> TrainConfig:
+    return TrainConfig.from_dict(
+        {
+            "arch": "deit_s",
+            "depth": 2,
+            "embed_dim": 32,
+            "num_heads": 2,
+            "proj_hidden": 64,
+            "proj_dim": 32,
+            "method": method,
+            "negatives": "synco-v2",
+            "dataset": "builtin",
+            "builtin_size": 96,
+            "img_size": 32,
+            "workers": 0,
+            "batch_size": 16,
+            "steps": 4,
+            "queue_size": 64,
+            "log_every": 1,
+            "hardness_every": 2,
+            "checkpoint_every": 100,
+            "out": str(out),
+        }
+        | extra
+    )
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_run_reproduces_pinned_values(tmp_path: Path, name: str) -> None:
+    method, extra, losses, online_sum, method_sum = CASES[name]
+    out = tmp_path / name
+    train(config(out, method, extra), show_progress=False)
+    logged = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx(losses, rel=1e-5)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    online = sum(float(v.double().sum()) for v in state["online"].values() if v.is_floating_point())
+    queues = sum(
+        float(v.double().abs().sum()) for v in state["method"].values() if v.is_floating_point()
+    )
+    assert online == pytest.approx(online_sum, rel=1e-5)
+    assert queues == pytest.approx(method_sum, rel=1e-5, abs=1e-9)
