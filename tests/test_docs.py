@@ -258,6 +258,29 @@ def test_every_public_module_has_an_api_page() -> None:
     assert public <= documented, f"modules without an API page: {sorted(public - documented)}"
 
 
+# Words about how the project is made rather than about the software (the measurement pages and
+# the benchmark scripts state machine, date, commit, command and result, or "not yet measured").
+_DEVELOPMENT_TALK = re.compile(
+    r"\b(issues?|sessions?|pending|we could(?: not)?|earlier code|earlier version)\b", re.IGNORECASE
+)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        DOCS / "benchmarks.md",
+        DOCS / "trainer" / "index.md",
+        *sorted((ROOT / "benchmarks").glob("*.py")),
+        *sorted((ROOT / "benchmarks").glob("*.sh")),
+    ],
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
+)
+def test_measurement_pages_speak_about_the_software(path: Path) -> None:
+    text = path.read_text(encoding="utf-8").replace('scope="session"', "")  # pytest's term
+    found = [m.group() for m in _DEVELOPMENT_TALK.finditer(text)]
+    assert not found, f"{path.relative_to(ROOT)}: {found}"
+
+
 def test_pages_embed_existing_figures() -> None:
     for page in _pages():
         for image in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):

@@ -3,7 +3,7 @@
 Each script runs in its own process, as a user would start it, for a few steps with a small
 batch; the test checks that it trained with synthetic negatives (the count it reports) and that
 every loss it printed is a finite number. The lightly example needs the ``examples`` extra and
-is skipped where lightly is not installed; the SimCLR example needs ``syn2co.losses.nt_xent``.
+is skipped where lightly is not installed.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
-
-import syn2co.losses
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -100,12 +98,6 @@ def test_lightly_moco_example(image_folders: tuple[Path, Path]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    not hasattr(syn2co.losses, "nt_xent"),
-    reason="needs syn2co.losses.nt_xent",
-    run=False,
-    strict=False,
-)
 def test_simclr_example(image_folders: tuple[Path, Path]) -> None:
     train, _ = image_folders
     output = _run(
