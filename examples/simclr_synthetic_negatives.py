@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torchvision import datasets, models, transforms
 
-from syn2co.losses import nt_xent
+from syn2co.losses import nt_xent, nt_xent_mask
 from syn2co.negatives import SYNCO_V2, synthesize
 
 
@@ -58,13 +58,6 @@ class SimCLR(nn.Module):
         return self.head(self.backbone(x))
 
 
-def self_and_positive(batch_size: int, device: torch.device) -> torch.Tensor:
-    """(2B, 2B) mask of each anchor's own column and its positive's, in ``cat([z1, z2])``
-    order: these two must not enter its hard pool."""
-    eye = torch.eye(2 * batch_size, dtype=torch.bool, device=device)
-    return eye | eye.roll(batch_size, dims=1)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="image folder, DIR/<class>/<image>")
@@ -98,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     b = args.batch_size
     # The hard pool of an anchor: its hardest in-batch negatives, at most 2B - 2 of them.
     spec = None if args.no_negatives else SYNCO_V2.replace(n_hard=min(256, 2 * b - 2))
-    exclude = self_and_positive(b, device)
+    # Each anchor's own column and its positive's must not enter its hard pool.
+    exclude = nt_xent_mask(b, device=device)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     print(
         f"{len(dataset)} images, {total} steps of batch {b}, "
