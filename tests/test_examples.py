@@ -48,10 +48,11 @@ def image_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return train, val
 
 
-def _run(script: str, *args: str) -> str:
+def _run(script: str, *args: str, reports: str) -> str:
+    """Run an example with the tiny settings; it must report ``reports`` and finite losses."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
+        [sys.executable, str(EXAMPLES / script), "--steps", "3", "--batch-size", "8", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -59,11 +60,11 @@ def _run(script: str, *args: str) -> str:
         timeout=600,
     )
     assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def _losses(output: str) -> list[float]:
-    return [float(v) for v in re.findall(r"\bloss (\S+)", output)]
+    output = result.stdout
+    assert reports in output, output
+    losses = [float(v) for v in re.findall(r"\bloss (\S+)", output)]
+    assert losses and all(math.isfinite(v) and v > 0 for v in losses), output
+    return output
 
 
 @pytest.mark.slow
@@ -72,12 +73,10 @@ def test_moco_v2_cifar10_example(image_folders: tuple[Path, Path], tmp_path: Pat
     out = tmp_path / "backbone.pt"
     output = _run(
         "moco_v2_cifar10.py",
-        *("--data", str(train), "--val-data", str(val), "--steps", "3", "--batch-size", "8"),
-        *("--queue-size", "1024", "--workers", "0", "--out", str(out)),
+        *("--data", str(train), "--val-data", str(val), "--queue-size", "1024"),
+        *("--workers", "0", "--out", str(out)),
+        reports="16 images, 3 steps of batch 8, synthetic negatives per query: 960",
     )
-    assert "16 images, 3 steps of batch 8, synthetic negatives per query: 960" in output
-    losses = _losses(output)
-    assert losses and all(math.isfinite(v) and v > 0 for v in losses), output
     accuracy = float(re.search(r"kNN top-1 \(k=20\): (\S+) %", output)[1])  # type: ignore[index]
     assert 0.0 <= accuracy <= 100.0
     assert out.stat().st_size > 1_000_000  # a ResNet-18's weights
@@ -87,23 +86,18 @@ def test_moco_v2_cifar10_example(image_folders: tuple[Path, Path], tmp_path: Pat
 @pytest.mark.skipif(importlib.util.find_spec("lightly") is None, reason="needs lightly")
 def test_lightly_moco_example(image_folders: tuple[Path, Path]) -> None:
     train, _ = image_folders
-    output = _run(
+    _run(
         "lightly_moco.py",
-        *("--data", str(train), "--steps", "3", "--batch-size", "8", "--bank-size", "512"),
-        *("--workers", "0"),
+        *("--data", str(train), "--bank-size", "512", "--workers", "0"),
+        reports="16 images, 3 steps, synthetic negatives per query: 576",
     )
-    assert "16 images, 3 steps, synthetic negatives per query: 576" in output
-    losses = _losses(output)
-    assert losses and all(math.isfinite(v) and v > 0 for v in losses), output
 
 
 @pytest.mark.slow
 def test_simclr_example(image_folders: tuple[Path, Path]) -> None:
     train, _ = image_folders
-    output = _run(
+    _run(
         "simclr_synthetic_negatives.py",
-        *("--data", str(train), "--steps", "3", "--batch-size", "8", "--workers", "0"),
+        *("--data", str(train), "--workers", "0"),
+        reports="16 images, 3 steps of batch 8, synthetic negatives per anchor: 576",
     )
-    assert "16 images, 3 steps of batch 8, synthetic negatives per anchor: 576" in output
-    losses = _losses(output)
-    assert losses and all(math.isfinite(v) and v > 0 for v in losses), output
