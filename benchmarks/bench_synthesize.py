@@ -12,11 +12,14 @@ per-query loop gets at most 2 on cpu, where one call takes seconds).
 Groups, per preset (SYNCO_V1 at B=256, K=65536, D=128; SYNCO_V2 at B=256, K=4096, D=256):
 ``synthesize`` (syn2co eager, with precomputed similarities, compiled; the per-query loop; the
 published construction), ``types 5-6`` (perturb + adversarial against the published autograd
-loop) and ``step`` (the loss alone; a whole forward + backward step, shared or naive, float32
-or bf16 autocast). The references and the checks that they compute the same maths live in
-``references.py``; the checks run once per preset and pytest run, outside timing. For a markdown
-table of medians and ratios, run ``python benchmarks/synthesize_table.py``. Timings are never
-asserted.
+loop), ``step`` (the loss alone; a whole forward + backward step, shared or naive, float32
+or bf16 autocast) and ``logits`` (the synthetic negatives' logits, forward + backward to the
+query: ``synthetic_logits`` against ``synthesize`` + cosines, the per-query loop and the
+published construction). The references and the checks that they compute the same maths
+live in ``references.py``; the checks run once per preset and pytest run, outside timing. For a
+markdown table of medians and ratios, run ``python benchmarks/synthesize_table.py`` (and
+``python benchmarks/synthetic_logits_table.py`` for the logits, with peak memory). Timings
+are never asserted.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 from references import (
+    LOGITS_PATHS,
     PRESETS,
     Preset,
     check_exact,
     check_statistics,
+    logits_step,
     loss_only,
     make_inputs,
     per_query_loop,
@@ -215,3 +220,26 @@ def test_training_step(
     x = inputs
     fn = training_step(x.q, x.k, x.bank, x.spec, shared=shared, bf16=bf16)
     run(benchmark, fn, f"{x.preset.name} step", device, rounds)
+
+
+# --------------------------------------------------------------------------------------------
+# the synthetic negatives' logits, forward + backward
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own-similarities", "precomputed"])
+@pytest.mark.parametrize("path", LOGITS_PATHS)
+def test_logits_step(
+    benchmark: BenchmarkFixture,
+    inputs: Inputs,
+    device: torch.device,
+    rounds: int,
+    path: str,
+    shared: bool,
+) -> None:
+    x = inputs
+    if shared and path not in ("synthetic_logits", "synthesize"):
+        pytest.skip("the references compute their own similarities")
+    slow = path == "per-query loop" and device.type != "cuda"
+    fn = logits_step(x.q, x.bank, x.spec, path, shared=shared)
+    run(benchmark, fn, f"{x.preset.name} logits", device, min(rounds, 2) if slow else rounds)

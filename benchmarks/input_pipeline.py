@@ -68,6 +68,7 @@ from reference_trainer.data.gpu_loader import (
     raw_loader,
 )
 from reference_trainer.data.pipeline import SeededTwoViews, StepSeededBatches
+from reference_trainer.data.rgb import open_rgb
 from reference_trainer.data.transforms import (
     AugmentationConfig,
     TwoViewTransform,
@@ -115,7 +116,7 @@ def generate(
                 fh = tar.extractfile(member)
                 if fh is None:
                     continue
-                small = Image.open(io.BytesIO(fh.read())).convert("RGB")
+                small = open_rgb(io.BytesIO(fh.read()))
                 img = small.resize(_random_size(rng), Image.Resampling.BICUBIC)
                 save(img, Path(member.name).parent.name, done)
                 done += 1

@@ -36,13 +36,16 @@ from syn2co.negatives import (
     perturb,
     similarity,
     synthesize,
+    synthetic_logits,
 )
 
 __all__ = [
+    "LOGITS_PATHS",
     "PRESETS",
     "Preset",
     "check_exact",
     "check_statistics",
+    "logits_step",
     "make_inputs",
     "per_query_loop",
     "published_full",
@@ -281,6 +284,48 @@ def training_step(
             else:
                 syn = synthesize(query, bank, spec)
                 loss = info_nce(query, k, bank, extra_negatives=syn)
+        torch.autograd.backward(loss)
+        return loss
+
+    return run
+
+
+#: How the logits of the synthetic negatives are made, for :func:`logits_step`.
+LOGITS_PATHS = ("synthetic_logits", "synthesize", "per-query loop", "published construction")
+
+
+def logits_step(
+    q: Tensor, bank: Tensor, spec: NegativeSpec, path: str, *, shared: bool
+) -> Callable[[], Tensor]:
+    """A callable: the logits of a spec's synthetic negatives, forward and backward to the query.
+
+    ``path``: ``synthetic_logits`` (no vectors), ``synthesize`` (vectors, then their cosines to
+    the query as ``info_nce`` takes them: ``norm(q) . norm(s)``), or the vectors of the per-query
+    loop or of the published construction, then the same cosines. ``shared``: syn2co's paths get
+    the query-bank similarities computed outside the call (a training step computes them for
+    the loss anyway); the references always compute their own. The loss is the sum of the
+    logits; backward reaches the query.
+    """
+    if path not in LOGITS_PATHS:
+        raise ValueError(f"path: expected one of {LOGITS_PATHS}, got {path!r}")
+    leaf = q.detach().clone().requires_grad_(True)
+    sim = similarity(q, bank).detach() if shared else None
+
+    def cosines(vectors: Tensor) -> Tensor:
+        unit = F.normalize(leaf, dim=-1)
+        return torch.einsum("bd,bmd->bm", unit, F.normalize(vectors.detach().float(), dim=-1))
+
+    def run() -> Tensor:
+        leaf.grad = None
+        if path == "synthetic_logits":
+            logits = synthetic_logits(leaf, bank, spec, similarity=sim)
+        elif path == "synthesize":
+            logits = cosines(synthesize(leaf, bank, spec, similarity=sim))
+        elif path == "per-query loop":
+            logits = cosines(per_query_loop(leaf.detach(), bank, spec))
+        else:
+            logits = cosines(published_full(leaf.detach(), bank, spec))
+        loss = logits.sum()
         torch.autograd.backward(loss)
         return loss
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +25,34 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: set and restore (not atomic with respect to threads)
+    os.umask(mask)
+    return mask
+
+
+def _plain_mode(path: Path) -> int:
+    """The permissions ``open(path, "w")`` would leave: the existing file's, or 0o666 - umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, sync_dir: bool = True) -> None:
     """Write ``path`` through ``write(file)`` into a hidden temporary file beside it, fsync,
     then rename over ``path``.
 
     The temporary file is named ``.<name>.<random>.tmp`` (so a folder scan can recognise and
-    remove one left by a killed process) and is removed if ``write`` raises.
+    remove one left by a killed process) and is removed if ``write`` raises. The file gets the
+    permissions a plain ``open(path, "w")`` gives: those of the file it replaces, or
+    ``0o666`` minus the umask for a new one (``0o644`` under the usual umask ``022``), not the
+    owner-only ``0o600`` of a temporary file.
 
     Args:
         path: The file to write; its directory is created if missing.
@@ -37,9 +60,11 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, sync_dir: b
         sync_dir: Also fsync the directory so that the rename itself survives a power loss.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _plain_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -50,3 +75,36 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, sync_dir: b
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why ``path`` could not be written now, or None when it can.
+
+    Tries the real thing without leaving a trace: an anonymous temporary file in the directory
+    that would hold ``path`` (or in its nearest existing ancestor, where the missing folders
+    would be made). So a read-only mount, missing permissions (also for root, through the
+    filesystem's own answer) and a file where a folder should be are all caught before any
+    work is done.
+
+    Args:
+        path: The file about to be written.
+
+    Returns:
+        A short reason (``"Permission denied"``, ``"Read-only file system"``,
+        ``"<p> is not a directory"``, ``"<path> is a directory"``), or None.
+    """
+    if path.is_dir():
+        return f"{path} is a directory"
+    folder = path.parent
+    while not folder.exists():
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None

@@ -20,6 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from syn2co._checks import check_int, check_number
+
 from .checkpoint import CheckpointError
 from .config import Negatives, TrainConfig, load_config_file
 from .data.base import DatasetError
@@ -168,13 +170,77 @@ app.command(
 
 
 # --------------------------------------------------------------------------------------------
-# eval
+# eval, export, plot: read a run (which may be read-only), write only where they may
 # --------------------------------------------------------------------------------------------
 
 RunDir = Annotated[
     Path, typer.Argument(help="Run directory (or checkpoint file) of syn2co-train run.")
 ]
 Branch = Annotated[Literal["online", "target"], typer.Option(help="Which encoder to evaluate.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+LogEvery = Annotated[
+    int,
+    typer.Option(
+        help="Without a terminal (batch jobs): a progress line every N batches of each pass "
+        "over the data."
+    ),
+]
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_option(option: str, value: float | None, *, minimum: int | None = None) -> None:
+    """An int option >= ``minimum``, or (without ``minimum``) a finite number > 0; None passes."""
+    if value is None:
+        return
+    try:
+        if minimum is not None:
+            check_int(option, value, minimum=minimum)
+        else:
+            check_number(option, value, low=0.0, low_open=True)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def _run_dir(run: Path) -> Path:
+    return run if run.is_dir() else run.parent
+
+
+def _check_run_exists(run: Path) -> None:
+    if not run.exists():
+        raise ConfigError(f"RUN: {run} does not exist (expected a run directory or checkpoint)")
+
+
+def _writable(path: Path, out: Path | None, what: str) -> Path:
+    """``path`` after checking, before any work, that it can be written."""
+    from .atomic import unwritable_reason
+
+    reason = unwritable_reason(path)
+    if reason is None:
+        return path
+    if out is not None:
+        raise ConfigError(f"--out: cannot write {what} to {path}: {reason}")
+    raise ConfigError(f"cannot write {what} to {path} ({reason}): pass --out to write it elsewhere")
+
+
+def _eval_prelude(
+    run: Path,
+    out: Path | None,
+    default_name: str,
+    what: str,
+    workers: int | None,
+    log_every: int,
+    device: str,
+) -> tuple[Any, Path]:
+    """The checks every evaluation makes before reading anything: its common options, the run's
+    existence and that its output can be written. Returns the device and the output path."""
+    _check_option("--workers", workers, minimum=0)
+    _check_option("--log-every", log_every, minimum=1)
+    dev = resolve_device(device)
+    _check_run_exists(run)
+    return dev, _writable(out or _run_dir(run) / default_name, out, what)
 
 
 def _eval_config(
@@ -196,8 +262,71 @@ def _eval_config(
 
 
 def _save_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    from .atomic import write_atomic
+
+    text = json.dumps(payload, indent=2) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()), sync_dir=False)
+
+
+class _Progress:
+    """Progress of an evaluation: a transient bar on a terminal, plain flushed lines otherwise.
+
+    Without a terminal (a batch job's log) it prints ``<name>: <stage>: batch <i>/<n>`` every
+    ``every`` batches of each pass and at its last batch, and one line per probe epoch.
+    """
+
+    def __init__(self, name: str, every: int) -> None:
+        self.name = name
+        self.every = every
+        self.bar: Any = None
+        self.task: Any = None
+        self.stage = ""
+
+    def __enter__(self) -> _Progress:
+        if console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self.bar = Progress(
+                "{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def _line(self, text: str) -> None:
+        console.print(f"{self.name}: {text}", soft_wrap=True, highlight=False, markup=False)
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if self.bar is not None:
+            if stage != self.stage or self.task is None:
+                self.stage = stage
+                description = f"{self.name}: {stage}"
+                if self.task is None:
+                    self.task = self.bar.add_task(description, total=total)
+                else:
+                    self.bar.reset(self.task, total=total, description=description)
+            self.bar.update(self.task, completed=done)
+            return
+        if done % self.every == 0 or done == total:
+            self._line(f"{stage}: batch {done}/{'?' if total is None else total}")
+
+    def epoch(self, entry: dict[str, float], epochs: int) -> None:
+        text = (
+            f"epoch {int(entry['epoch'])}/{epochs}: loss {entry['loss']:.4f}, "
+            f"train top-1 {entry['top1']:.2f}%, lr {entry['lr']:.4g}"
+        )
+        if self.bar is not None:
+            self.bar.console.print(f"{self.name}: {text}", soft_wrap=True, highlight=False)
+        else:
+            self._line(text)
 
 
 @eval_app.command("knn")
@@ -214,49 +343,58 @@ def eval_knn(
     dataset: Annotated[str | None, typer.Option(help="Override the run's --dataset.")] = None,
     batch_size: Annotated[int, typer.Option(help="Feature-extraction batch size.")] = 256,
     workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Device = "auto",
     baseline: Annotated[
         bool, typer.Option(help="Also evaluate the same network at random init.")
     ] = False,
+    log_every: LogEvery = 50,
     out: Annotated[Path | None, typer.Option(help="JSON file (default RUN/eval_knn.json).")] = None,
 ) -> None:
     """Weighted kNN (cosine, temperature-weighted votes) on the run's train/val split."""
+    ks = tuple(dict.fromkeys(k)) if k else (10, 20, 200)
+    for kk in ks:
+        _check_option("--k", kk, minimum=1)
+    _check_option("--temperature", temperature)
+    _check_option("--batch-size", batch_size, minimum=1)
+    dev, path = _eval_prelude(
+        run, out, "eval_knn.json", "the kNN results", workers, log_every, device
+    )
+
+    from .data.pipeline import eval_loader
     from .evaluate import knn_probe
     from .pretrained import load_backbone, random_backbone
 
     cfg = _eval_config(run, data, val_data, dataset, workers)
-    ks = tuple(k) if k else (10, 20, 200)
-    dev = resolve_device(device)
-    from .data.pipeline import eval_loader
-
     train_loader, val_loader = (
         eval_loader(cfg, "train", batch_size=batch_size),
         eval_loader(cfg, "val", batch_size=batch_size),
     )
     num_classes = train_loader.dataset.base.num_classes  # type: ignore[attr-defined]
-    ks = tuple(min(x, len(train_loader.dataset)) for x in ks)  # type: ignore[arg-type]
+    num_train = len(train_loader.dataset)  # type: ignore[arg-type]
+    if max(ks) > num_train:
+        console.print(
+            f"[yellow]warning:[/] k > {num_train} training images: using k={num_train} for "
+            f"{', '.join(str(x) for x in ks if x > num_train)}",
+            soft_wrap=True,
+        )
+        ks = tuple(dict.fromkeys(min(x, num_train) for x in ks))
     backbone, _ = load_backbone(run, branch)
-    results = {
-        "pretrained": knn_probe(
-            backbone.to(dev),
-            train_loader,
-            val_loader,
-            num_classes=num_classes,
-            device=dev,
-            ks=ks,
-            temperature=temperature,
-        )
-    }
+    candidates = {"pretrained": backbone}
     if baseline:
-        results["random init"] = knn_probe(
-            random_backbone(cfg).to(dev),
-            train_loader,
-            val_loader,
-            num_classes=num_classes,
-            device=dev,
-            ks=ks,
-            temperature=temperature,
-        )
+        candidates["random init"] = random_backbone(cfg)
+    results = {}
+    for name, net in candidates.items():
+        with _Progress(f"knn {name}", log_every) as progress:
+            results[name] = knn_probe(
+                net.to(dev),
+                train_loader,
+                val_loader,
+                num_classes=num_classes,
+                device=dev,
+                ks=ks,
+                temperature=temperature,
+                progress=progress,
+            )
     table = Table(title=f"kNN top-1 (%) on {cfg.dataset} val, T={temperature}")
     table.add_column("backbone")
     for kk in ks:
@@ -264,7 +402,6 @@ def eval_knn(
     for name, res in results.items():
         table.add_row(name, *(f"{res.top1[kk]:.2f}" for kk in ks))
     out_console.print(table)
-    path = out or Path(run if Path(run).is_dir() else Path(run).parent) / "eval_knn.json"
     _save_json(
         path,
         {name: r.to_dict() for name, r in results.items()} | {"branch": branch, "run": str(run)},
@@ -272,18 +409,71 @@ def eval_knn(
     console.print(f"saved {path}")
 
 
+def _probe_settings(mode: str, batch_size: int | None, **given: Any) -> Any:
+    """The probe's hyperparameters: the defaults, then the options given (errors name them)."""
+    from .evaluate import LinearProbeSettings
+
+    changes = {name: value for name, value in given.items() if value is not None}
+    changes["mode"] = mode
+    changes["batch_size"] = 256 if batch_size is None else batch_size
+    try:
+        return dataclasses.replace(LinearProbeSettings(), **changes)
+    except (TypeError, ValueError) as e:
+        name, _, problem = str(e).partition(": ")
+        raise ConfigError(f"{_option(name)}: {problem}") from None
+
+
+def _probe_option(name: str, text: str, *flags: str) -> Any:
+    """A probe option whose help ends with the default of :class:`LinearProbeSettings`.
+
+    The option itself defaults to None ("not given"), so that a recipe could supply the value.
+    """
+    from .evaluate import LinearProbeSettings
+
+    default = getattr(LinearProbeSettings(), name)
+    return typer.Option(*flags, help=f"{text} (default: {default})", show_default=False)
+
+
 @eval_app.command("linear")
 @friendly
 def eval_linear(
     run: RunDir,
     epochs: Annotated[
-        int, typer.Option(help="Probe epochs (MoBY recipe: 100, MoCo v3: 90).")
-    ] = 100,
+        int | None, _probe_option("epochs", "Probe epochs (MoBY recipe: 100, MoCo v3: 90).")
+    ] = None,
     base_lr: Annotated[
-        float, typer.Option(help="SGD lr at the reference batch (MoBY 1.0 per 512).")
-    ] = 1.0,
-    lr_reference_batch: Annotated[int, typer.Option(help="Batch the base lr refers to.")] = 512,
-    batch_size: Annotated[int, typer.Option(help="Probe batch size.")] = 256,
+        float | None,
+        _probe_option("base_lr", "SGD learning rate at the reference batch.", "--lr", "--base-lr"),
+    ] = None,
+    lr_reference_batch: Annotated[
+        int | None,
+        _probe_option(
+            "lr_reference_batch", "Batch size the lr refers to (lr x batch / this is used)."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Probe batch size (default: 256).", show_default=False)
+    ] = None,
+    momentum: Annotated[float | None, _probe_option("momentum", "SGD momentum.")] = None,
+    nesterov: Annotated[
+        bool | None, _probe_option("nesterov", "Nesterov momentum.", "--nesterov/--no-nesterov")
+    ] = None,
+    weight_decay: Annotated[
+        float | None, _probe_option("weight_decay", "SGD weight decay.")
+    ] = None,
+    warmup_epochs: Annotated[
+        float | None,
+        _probe_option("warmup_epochs", "Linear lr warmup epochs before the cosine decay."),
+    ] = None,
+    batchnorm: Annotated[
+        bool | None,
+        _probe_option(
+            "batchnorm",
+            "BatchNorm without affine parameters on the features before the linear layer "
+            "(makes the step size independent of the features' scale).",
+            "--batchnorm/--no-batchnorm",
+        ),
+    ] = None,
     mode: Annotated[
         Literal["cached", "augmented"],
         typer.Option(
@@ -296,39 +486,55 @@ def eval_linear(
     val_data: Annotated[str | None, typer.Option(help="Override the run's --val-data.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Override the run's --dataset.")] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Device = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the classifier and shuffling.")] = 0,
+    log_every: LogEvery = 50,
     out: Annotated[
         Path | None, typer.Option(help="JSON file (default RUN/eval_linear.json).")
     ] = None,
 ) -> None:
     """Linear probe on the frozen backbone (the backbone's weights are checked unchanged)."""
+    settings = _probe_settings(
+        mode,
+        batch_size,
+        epochs=epochs,
+        base_lr=base_lr,
+        lr_reference_batch=lr_reference_batch,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        batchnorm=batchnorm,
+    )
+    _check_option("--seed", seed, minimum=0)
+    dev, path = _eval_prelude(
+        run, out, "eval_linear.json", "the probe's results", workers, log_every, device
+    )
+
     from .data.pipeline import eval_loader, linear_train_loader
     from .evaluate import linear_probe
     from .pretrained import load_backbone
 
     cfg = _eval_config(run, data, val_data, dataset, workers)
-    dev = resolve_device(device)
-    val_loader = eval_loader(cfg, "val", batch_size=batch_size)
+    val_loader = eval_loader(cfg, "val", batch_size=settings.batch_size)
     train_loader = linear_train_loader(
-        cfg, batch_size=batch_size, augmented=mode == "augmented", seed=seed
+        cfg, batch_size=settings.batch_size, augmented=mode == "augmented", seed=seed
     )
     num_classes = val_loader.dataset.base.num_classes  # type: ignore[attr-defined]
     backbone, _ = load_backbone(run, branch)
-    result = linear_probe(
-        backbone.to(dev),
-        train_loader,
-        val_loader,
-        num_classes=num_classes,
-        device=dev,
-        mode=mode,
-        epochs=epochs,
-        batch_size=batch_size,
-        base_lr=base_lr,
-        lr_reference_batch=lr_reference_batch,
-        seed=seed,
-    )
-    table = Table(title=f"linear probe on {cfg.dataset} ({mode}, {epochs} epochs)")
+    with _Progress("linear", log_every) as progress:
+        result = linear_probe(
+            backbone.to(dev),
+            train_loader,
+            val_loader,
+            num_classes=num_classes,
+            device=dev,
+            settings=settings,
+            seed=seed,
+            on_epoch=lambda entry: progress.epoch(entry, settings.epochs),
+            progress=progress,
+        )
+    table = Table(title=f"linear probe on {cfg.dataset} ({mode}, {settings.epochs} epochs)")
     for col in ("split", "top-1 (%)", "top-5 (%)"):
         table.add_column(col)
     table.add_row("train", f"{result.train_top1:.2f}", f"{result.train_top5:.2f}")
@@ -337,7 +543,6 @@ def eval_linear(
     console.print(
         f"backbone unchanged: {result.backbone_unchanged} (sha256 {result.fingerprint_after[:12]})"
     )
-    path = out or Path(run if Path(run).is_dir() else Path(run).parent) / "eval_linear.json"
     _save_json(path, result.to_dict() | {"branch": branch, "run": str(run)})
     console.print(f"saved {path}")
 
@@ -356,29 +561,36 @@ def export_cmd(
     ] = None,
     branch: Branch = "online",
 ) -> None:
-    """Export the pretrained backbone as safetensors that timm loads (see the printed snippet)."""
-    from .pretrained import export
+    """Export the pretrained backbone as safetensors that timm loads, with the pretrained_cfg
+    (input size, mean/std, interpolation, crop) of the run's evaluation transform."""
+    from .pretrained import export, export_paths, timm_snippet
 
-    run_dir = run if run.is_dir() else run.parent
-    weights, meta = export(run, out or run_dir / "backbone.safetensors", branch=branch)
-    kwargs = json.loads(meta.read_text())["timm_kwargs"]
-    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    _check_run_exists(run)
+    weights, meta = export_paths(out or _run_dir(run) / "backbone.safetensors")
+    _writable(weights, out, "the weights")
+    _writable(meta, out, "the weights' description")
+    export(run, weights, branch=branch)
     out_console.print(f"wrote {weights} and {meta}")
-    out_console.print(
-        f"load with: timm.create_model({args}, pretrained=True, num_classes=0, "
-        f"pretrained_cfg_overlay=dict(file={str(weights)!r}))",
-        soft_wrap=True,
-    )
+    out_console.print(f"load with: {timm_snippet(meta)}", soft_wrap=True)
 
 
 @app.command("plot")
 @friendly
-def plot_cmd(run: RunDir) -> None:
+def plot_cmd(
+    run: RunDir,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for loss.png, lr.png, hardness.png (default: RUN)."),
+    ] = None,
+) -> None:
     """Render the loss, learning-rate and hardness curves of a run to PNG files."""
     from .plots import plot_run
 
+    _check_run_exists(run)
+    folder = out if out is not None else _run_dir(run)
+    _writable(folder / "loss.png", out, "the plots")
     try:
-        paths = plot_run(run)
+        paths = plot_run(_run_dir(run), out_dir=folder)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for p in paths:

@@ -30,6 +30,7 @@ Negatives = Literal["none", "synco-v1", "synco-v2", "synco-v2-config", "mochi"]
 Dataset = Literal[
     "builtin", "imagefolder", "cifar10", "cifar100", "stl10", "mnist", "fashion-mnist"
 ]
+NegativesPath = Literal["logits", "vectors"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 RatioKind = Literal["constant", "linear", "cosine"]
 LoaderKind = Literal["auto", "cpu", "gpu"]
@@ -112,6 +113,12 @@ class TrainConfig:
     perturbed: int | None = _opt("Count of type-5 perturbed negatives (default: preset).")
     adversarial: int | None = _opt("Count of type-6 adversarial negatives (default: preset).")
     negatives_start: int = _opt("First optimizer step with synthetic negatives.", 0)
+    negatives_path: NegativesPath = _opt(
+        "How synthetic negatives enter the loss: logits (their cosines from inner products, "
+        "syn2co.negatives.synthetic_logits, no (B, M, D) tensor) or vectors "
+        "(syn2co.negatives.synthesize; the same loss up to float32 rounding, more memory).",
+        "logits",
+    )
     generator: GeneratorMode = _opt(
         "Jointly learned generators (syn2co.generators): hard samples as extra negatives, hard "
         "positive pairs, or both.",

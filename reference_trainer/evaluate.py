@@ -8,7 +8,11 @@ and buffer of the backbone before and after (:func:`fingerprint`) and raises if 
 * :func:`knn_predict` / :func:`knn_classify` / :func:`knn_accuracy` / :func:`knn_evaluate` are
   the weighted kNN classifier of InstDisc, MoCo and DINO on precomputed features; :func:`knn_probe`
   runs it from a backbone and two loaders.
-* :func:`linear_probe` trains a linear classifier on the frozen backbone (the published recipes).
+* :func:`linear_probe` trains a linear classifier on the frozen backbone with the
+  hyperparameters of a :class:`LinearProbeSettings`.
+
+Long passes report their progress through an optional ``progress(stage, done, total)``
+callback (:data:`Progress`), called after every batch.
 
 Loaders may be any iterable of batches where either ``batch[0]`` holds the images ``(B, C, H, W)``
 and ``batch[1]`` the labels ``(B,)``, or the batch has ``images`` and ``labels`` attributes (the
@@ -21,11 +25,12 @@ Every result is a dataclass with ``to_dict()`` giving plain JSON-serializable va
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +41,8 @@ from syn2co._checks import check_choice, check_int, check_number
 __all__ = [
     "KnnResult",
     "LinearProbeResult",
+    "LinearProbeSettings",
+    "Progress",
     "extract_features",
     "fingerprint",
     "knn_accuracy",
@@ -47,6 +54,11 @@ __all__ = [
 ]
 
 ProbeMode = Literal["cached", "augmented"]
+
+Progress: TypeAlias = Callable[[str, int, int | None], None]
+"""``progress(stage, done, total)``: called after each batch of a pass over a loader. ``stage``
+names the pass (``"train features"``, ``"val features"``, ``"epoch 3/100"``), ``done`` counts
+its batches so far and ``total`` is its length (None for a loader without ``len()``)."""
 
 # ----------------------------------------------------------------------------------------------
 # Batches and features
@@ -111,6 +123,8 @@ def extract_features(
     device: torch.device | str,
     amp_dtype: torch.dtype | None = None,
     normalize: bool = True,
+    progress: Progress | None = None,
+    stage: str = "features",
 ) -> tuple[Tensor, Tensor]:
     """Features of every image of a loader, from the backbone in eval mode without gradient.
 
@@ -124,6 +138,9 @@ def extract_features(
         amp_dtype: Autocast dtype (``torch.bfloat16``, ``torch.float16``) or None for full
             precision. Features are returned in float32 either way.
         normalize: L2-normalize each feature row.
+        progress: Called as ``progress(stage, batches done, len(loader) or None)`` after each
+            batch.
+        stage: The name ``progress`` gets for this pass.
 
     Returns:
         ``(features, labels)``: float32 ``(N, D)`` and int64 ``(N,)``, on ``device``.
@@ -135,14 +152,17 @@ def extract_features(
     was_training = backbone.training
     features: list[Tensor] = []
     labels: list[Tensor] = []
+    total = len(loader) if isinstance(loader, Sized) else None
     backbone.eval()
     try:
         with torch.no_grad():
-            for batch in loader:
+            for done, batch in enumerate(loader, start=1):
                 images, y = _unpack(batch)
                 f = _embed(backbone, images, device, amp_dtype)
                 features.append(F.normalize(f, dim=1) if normalize else f)
                 labels.append(y.to(device=device, dtype=torch.long))
+                if progress is not None:
+                    progress(stage, done, total)
     finally:
         backbone.train(was_training)
     if not features:
@@ -451,6 +471,7 @@ def knn_probe(
     temperature: float = 0.07,
     amp_dtype: torch.dtype | None = None,
     chunk_size: int = 256,
+    progress: Progress | None = None,
 ) -> KnnResult:
     """Weighted kNN accuracy of a backbone: extract normalized features, then classify.
 
@@ -466,12 +487,27 @@ def knn_probe(
         temperature: Weight temperature.
         amp_dtype: Autocast dtype for the backbone, or None.
         chunk_size: Test rows per chunk of the kNN search.
+        progress: Called after each batch (stages ``"train features"``, ``"val features"``).
 
     Returns:
         A :class:`KnnResult`.
     """
-    train_f, train_y = extract_features(backbone, train_loader, device=device, amp_dtype=amp_dtype)
-    test_f, test_y = extract_features(backbone, test_loader, device=device, amp_dtype=amp_dtype)
+    train_f, train_y = extract_features(
+        backbone,
+        train_loader,
+        device=device,
+        amp_dtype=amp_dtype,
+        progress=progress,
+        stage="train features",
+    )
+    test_f, test_y = extract_features(
+        backbone,
+        test_loader,
+        device=device,
+        amp_dtype=amp_dtype,
+        progress=progress,
+        stage="val features",
+    )
     return knn_evaluate(
         train_f,
         train_y,
@@ -487,6 +523,99 @@ def knn_probe(
 # ----------------------------------------------------------------------------------------------
 # Linear probe
 # ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinearProbeSettings:
+    """The hyperparameters of a linear probe (a probe recipe is one set of them).
+
+    The defaults aim at a probe whose training loss goes down on any backbone, with no tuning:
+
+    * A BatchNorm without affine parameters standardises each feature before the linear layer
+      (as MoCo v3's and MAE's probes do), so the step size does not depend on the scale of the
+      features (a backbone whose features are 100 times larger probes the same).
+    * A learning rate of 0.1 x batch / 512 with Nesterov momentum 0.9: a tenth of the MoBY /
+      SynCo v2 rate. Standardised features are still correlated, and the largest eigenvalue of
+      their correlation matrix (0.41 x the feature dimension for a DeiT-S at random
+      initialisation on CIFAR-10) sets the largest stable step: at the MoBY rate that probe's
+      loss jumps from 2.3 to 16 in the first epoch even with the BatchNorm, at this rate it
+      decreases (``benchmarks/linear_probe_stability.py``, docs/benchmarks.md).
+
+    The published recipes use other values: MoBY / SynCo v2 ``base_lr=1.0, warmup_epochs=5,
+    batchnorm=False`` in augmented mode (with label smoothing 0.1 and gradient clipping at 5,
+    which these settings do not cover), MoCo v3 ``base_lr=3.0, lr_reference_batch=256,
+    epochs=90, nesterov=False, batchnorm=False``.
+
+    Attributes:
+        mode: ``"cached"``: features of the training set extracted once (fast; the training
+            loader should use the evaluation transform); ``"augmented"``: every epoch iterates
+            the training loader afresh (random crops and flips: the published recipe).
+        epochs: Training epochs, >= 1.
+        batch_size: Classifier batch size, >= 1; None means 256 in cached mode and the
+            training loader's batch size in augmented mode.
+        base_lr: Learning rate per ``lr_reference_batch`` samples, > 0; the peak learning rate
+            is ``base_lr * batch_size / lr_reference_batch``.
+        lr_reference_batch: The batch size at which the learning rate equals ``base_lr``.
+        momentum: SGD momentum, in [0, 1).
+        nesterov: Nesterov momentum (needs ``momentum > 0``).
+        weight_decay: SGD weight decay, >= 0.
+        warmup_epochs: Linear warmup from 0 to the peak learning rate over this many epochs
+            (fractions allowed), then cosine decay to 0; in ``[0, epochs)``.
+        batchnorm: Put ``BatchNorm1d(D, affine=False)`` before the linear layer.
+
+    Raises:
+        ValueError: A value outside its range (the message names the attribute).
+        TypeError: A value of the wrong type.
+    """
+
+    mode: ProbeMode = "cached"
+    epochs: int = 100
+    batch_size: int | None = None
+    base_lr: float = 0.1
+    lr_reference_batch: int = 512
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.0
+    batchnorm: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, ("cached", "augmented"))
+        check_int("epochs", self.epochs, minimum=1)
+        if self.batch_size is not None:
+            check_int("batch_size", self.batch_size, minimum=1)
+        check_number("base_lr", self.base_lr, low=0.0, low_open=True)
+        check_int("lr_reference_batch", self.lr_reference_batch, minimum=1)
+        check_number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        if not isinstance(self.nesterov, bool):
+            raise TypeError(f"nesterov: expected a bool, got {self.nesterov!r}")
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("nesterov: needs a momentum > 0, got momentum 0")
+        check_number("weight_decay", self.weight_decay, low=0.0)
+        check_number(
+            "warmup_epochs", self.warmup_epochs, low=0.0, high=float(self.epochs), high_open=True
+        )
+        if not isinstance(self.batchnorm, bool):
+            raise TypeError(f"batchnorm: expected a bool, got {self.batchnorm!r}")
+
+    def peak_lr(self, batch_size: int) -> float:
+        """``base_lr * batch_size / lr_reference_batch``."""
+        return self.base_lr * batch_size / self.lr_reference_batch
+
+    def lr_at(self, step: int, steps_per_epoch: int, batch_size: int) -> float:
+        """The learning rate of (0-based) training step ``step``: linear warmup, then cosine.
+
+        The first step of the warmup already has a non-zero rate (``peak / warmup_steps``);
+        without warmup the cosine starts at the peak and would reach 0 at step
+        ``epochs * steps_per_epoch``.
+        """
+        peak = self.peak_lr(batch_size)
+        total = self.epochs * steps_per_epoch
+        warmup = round(self.warmup_epochs * steps_per_epoch)
+        if step < warmup:
+            return peak * (step + 1) / warmup
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)
@@ -509,6 +638,7 @@ class LinearProbeResult:
         num_val: Validation samples.
         fingerprint_before: :func:`fingerprint` of the backbone before the probe.
         fingerprint_after: :func:`fingerprint` of the backbone after the probe.
+        settings: The hyperparameters used (``batch_size`` resolved).
         history: Per epoch: ``epoch``, mean ``loss``, ``top1`` (percent) and last ``lr``.
         classifier: The trained classifier (not part of :meth:`to_dict`).
     """
@@ -526,6 +656,7 @@ class LinearProbeResult:
     num_val: int
     fingerprint_before: str
     fingerprint_after: str
+    settings: LinearProbeSettings = field(default_factory=LinearProbeSettings)
     history: list[dict[str, float]] = field(default_factory=list)
     classifier: nn.Module | None = field(default=None, repr=False, compare=False)
 
@@ -552,6 +683,7 @@ class LinearProbeResult:
             "fingerprint_before": self.fingerprint_before,
             "fingerprint_after": self.fingerprint_after,
             "backbone_unchanged": self.backbone_unchanged,
+            "settings": asdict(self.settings),
             "history": [dict(h) for h in self.history],
         }
 
@@ -595,18 +727,33 @@ def _build_classifier(
     return nn.Sequential(*layers)
 
 
-def _cosine_lr(peak: float, step: int, total: int) -> float:
-    """Cosine decay from ``peak`` at step 0 towards 0 at step ``total``."""
-    progress = min(step / max(total, 1), 1.0)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def _check_labels_in_range(labels: Tensor, num_classes: int) -> None:
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(
             f"labels: expected values in [0, {num_classes}), got values in "
             f"[{int(labels.min())}, {int(labels.max())}]"
         )
+
+
+def _resolve_batch_size(settings: LinearProbeSettings, train_loader: Iterable[Any]) -> int:
+    """The classifier's batch size: the settings', else 256 (cached) or the loader's."""
+    if settings.mode == "cached":
+        return settings.batch_size or 256
+    if not isinstance(train_loader, Sized):
+        raise TypeError("train_loader: augmented mode needs a loader with len() (steps per epoch)")
+    loader_batch = getattr(train_loader, "batch_size", None)
+    if settings.batch_size is None:
+        if not isinstance(loader_batch, int):
+            raise ValueError(
+                "batch_size: pass the batch size of train_loader (used for the learning rate)"
+            )
+        return loader_batch
+    if isinstance(loader_batch, int) and loader_batch != settings.batch_size:
+        raise ValueError(
+            f"batch_size: expected the batch size of train_loader ({loader_batch}), "
+            f"got {settings.batch_size}"
+        )
+    return settings.batch_size
 
 
 def linear_probe(
@@ -616,41 +763,25 @@ def linear_probe(
     *,
     num_classes: int,
     device: torch.device | str,
-    mode: ProbeMode = "cached",
-    epochs: int = 100,
-    batch_size: int | None = None,
-    base_lr: float = 1.0,
-    lr_reference_batch: int = 512,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    batchnorm: bool = False,
+    settings: LinearProbeSettings | None = None,
     seed: int = 0,
     amp_dtype: torch.dtype | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    progress: Progress | None = None,
 ) -> LinearProbeResult:
     """Train a linear classifier on the frozen backbone and measure its accuracy.
 
-    Recipe: SGD with momentum, no weight decay, peak learning rate
-    ``base_lr * batch_size / lr_reference_batch`` decayed by a cosine per step, classifier
-    weights drawn from N(0, 0.01^2) with zero bias, cross-entropy. The defaults are the MoBY /
-    SynCo v2 recipe (lr 1.0 x batch/512, 100 epochs); MoCo v3 uses ``base_lr=3.0,
-    lr_reference_batch=256, epochs=90``. ``batchnorm=True`` puts a BatchNorm without affine
-    parameters before the linear layer (as in MAE's linear probe).
+    SGD (momentum, optionally Nesterov) on cross-entropy, classifier weights drawn from
+    N(0, 0.01^2) with zero bias, after an optional BatchNorm without affine parameters; the
+    learning rate warms up linearly then follows a cosine per step (see
+    :class:`LinearProbeSettings`, whose defaults are used when ``settings`` is None).
 
-    Modes:
-
-    * ``"cached"`` (default; fast, fine on a CPU): the features of ``train_loader`` are
-      extracted once, and the classifier trains on them for ``epochs`` epochs with its own
-      shuffling (seeded) in batches of ``batch_size`` (default 256). ``train_loader`` should then
-      use the evaluation transform.
-    * ``"augmented"`` (the published recipe): every epoch iterates ``train_loader`` afresh (it
-      should apply random augmentation and shuffle), computing the features of each batch with
-      the backbone in eval mode under ``torch.no_grad``. Steps per epoch are ``len(train_loader)``;
-      ``batch_size`` defaults to ``train_loader.batch_size`` and is only used for the learning
-      rate.
-
-    The validation features (evaluation transform) are extracted once. With ``batchnorm``,
-    training batches of a single sample are skipped.
+    In ``"cached"`` mode the features of ``train_loader`` are extracted once and the classifier
+    trains on them for ``settings.epochs`` epochs with its own shuffling (seeded). In
+    ``"augmented"`` mode every epoch iterates ``train_loader`` afresh, computing the features of
+    each batch with the backbone in eval mode under ``torch.no_grad``; steps per epoch are
+    ``len(train_loader)``. The validation features (evaluation transform) are extracted once.
+    With the BatchNorm, training batches of a single sample are skipped.
 
     The backbone is never updated: during the probe it is in eval mode with ``requires_grad``
     False on every parameter; its mode and flags are restored afterwards. Its :func:`fingerprint`
@@ -662,17 +793,13 @@ def linear_probe(
         val_loader: Validation batches with the evaluation transform.
         num_classes: Number of classes ``C``; labels must lie in ``[0, C)``.
         device: Where the backbone and the classifier run.
-        mode: ``"cached"`` or ``"augmented"``.
-        epochs: Training epochs, >= 1.
-        batch_size: Classifier batch size (see the modes above).
-        base_lr: Learning rate per ``lr_reference_batch`` samples.
-        lr_reference_batch: Batch size at which the learning rate equals ``base_lr``.
-        momentum: SGD momentum.
-        weight_decay: SGD weight decay.
-        batchnorm: Put ``BatchNorm1d(D, affine=False)`` before the linear layer.
+        settings: The probe's hyperparameters; None for the defaults.
         seed: Seed of the classifier's initialization and (cached mode) of its shuffling.
         amp_dtype: Autocast dtype for the backbone, or None.
         on_epoch: Called after each epoch with that epoch's history entry.
+        progress: Called after each batch of a pass over a loader: stages
+            ``"val features"``, then ``"train features"`` (cached mode) or ``"epoch e/E"``
+            (augmented mode).
 
     Returns:
         A :class:`LinearProbeResult` (``backbone_unchanged`` is always True on return).
@@ -684,34 +811,11 @@ def linear_probe(
     """
     device = torch.device(device)
     num_classes = check_int("num_classes", num_classes, minimum=1)
-    mode = check_choice("mode", mode, ("cached", "augmented"))  # type: ignore[assignment]
-    epochs = check_int("epochs", epochs, minimum=1)
-    base_lr = check_number("base_lr", base_lr, low=0.0, low_open=True)
-    lr_reference_batch = check_int("lr_reference_batch", lr_reference_batch, minimum=1)
-    momentum = check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    weight_decay = check_number("weight_decay", weight_decay, low=0.0)
     seed = check_int("seed", seed, minimum=0)
-    if mode == "cached":
-        batch_size = 256 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
-    else:
-        if not isinstance(train_loader, Sized):
-            raise TypeError(
-                "train_loader: augmented mode needs a loader with len() (steps per epoch)"
-            )
-        loader_batch = getattr(train_loader, "batch_size", None)
-        if batch_size is None:
-            if not isinstance(loader_batch, int):
-                raise ValueError(
-                    "batch_size: pass the batch size of train_loader (used for the learning rate)"
-                )
-            batch_size = loader_batch
-        batch_size = check_int("batch_size", batch_size, minimum=1)
-        if isinstance(loader_batch, int) and loader_batch != batch_size:
-            raise ValueError(
-                f"batch_size: expected the batch size of train_loader ({loader_batch}), "
-                f"got {batch_size}"
-            )
-    peak_lr = base_lr * batch_size / lr_reference_batch
+    settings = LinearProbeSettings() if settings is None else settings
+    if not isinstance(settings, LinearProbeSettings):
+        raise TypeError(f"settings: expected LinearProbeSettings, got {type(settings).__name__}")
+    settings = dataclasses.replace(settings, batch_size=_resolve_batch_size(settings, train_loader))
 
     flags = {name: p.requires_grad for name, p in backbone.named_parameters()}
     was_training = backbone.training
@@ -726,16 +830,11 @@ def linear_probe(
             val_loader,
             num_classes=num_classes,
             device=device,
-            mode=mode,
-            epochs=epochs,
-            batch_size=batch_size,
-            peak_lr=peak_lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            batchnorm=batchnorm,
+            settings=settings,
             seed=seed,
             amp_dtype=amp_dtype,
             on_epoch=on_epoch,
+            progress=progress,
         )
     finally:
         for name, p in backbone.named_parameters():
@@ -749,20 +848,22 @@ def linear_probe(
         )
     val_features, val_labels = val
     val_top1, val_top5 = _classifier_accuracy(classifier, val_features, val_labels)
+    assert settings.batch_size is not None
     return LinearProbeResult(
         train_top1=train_top1,
         train_top5=train_top5,
         val_top1=val_top1,
         val_top5=val_top5,
-        epochs=epochs,
-        mode=mode,
-        lr=peak_lr,
-        batch_size=batch_size,
-        batchnorm=batchnorm,
+        epochs=settings.epochs,
+        mode=settings.mode,
+        lr=settings.peak_lr(settings.batch_size),
+        batch_size=settings.batch_size,
+        batchnorm=settings.batchnorm,
         num_train=num_train,
         num_val=int(val_features.shape[0]),
         fingerprint_before=before,
         fingerprint_after=after,
+        settings=settings,
         history=history,
         classifier=classifier,
     )
@@ -775,34 +876,47 @@ def _train_probe(
     *,
     num_classes: int,
     device: torch.device,
-    mode: str,
-    epochs: int,
-    batch_size: int,
-    peak_lr: float,
-    momentum: float,
-    weight_decay: float,
-    batchnorm: bool,
+    settings: LinearProbeSettings,
     seed: int,
     amp_dtype: torch.dtype | None,
     on_epoch: Callable[[dict[str, float]], None] | None,
+    progress: Progress | None,
 ) -> tuple[nn.Module, list[dict[str, float]], float, float, int, tuple[Tensor, Tensor]]:
     """The training loop of :func:`linear_probe` (the backbone is already frozen)."""
+    batch_size = settings.batch_size
+    assert batch_size is not None
     val_features, val_labels = extract_features(
-        backbone, val_loader, device=device, amp_dtype=amp_dtype, normalize=False
+        backbone,
+        val_loader,
+        device=device,
+        amp_dtype=amp_dtype,
+        normalize=False,
+        progress=progress,
+        stage="val features",
     )
     _check_labels_in_range(val_labels, num_classes)
     generator = torch.Generator().manual_seed(seed)
     classifier = _build_classifier(
-        val_features.shape[1], num_classes, batchnorm=batchnorm, generator=generator
+        val_features.shape[1], num_classes, batchnorm=settings.batchnorm, generator=generator
     ).to(device)
     optimizer = torch.optim.SGD(
-        classifier.parameters(), lr=peak_lr, momentum=momentum, weight_decay=weight_decay
+        classifier.parameters(),
+        lr=settings.peak_lr(batch_size),
+        momentum=settings.momentum,
+        nesterov=settings.nesterov,
+        weight_decay=settings.weight_decay,
     )
 
     train_cache: tuple[Tensor, Tensor] | None = None
-    if mode == "cached":
+    if settings.mode == "cached":
         train_cache = extract_features(
-            backbone, train_loader, device=device, amp_dtype=amp_dtype, normalize=False
+            backbone,
+            train_loader,
+            device=device,
+            amp_dtype=amp_dtype,
+            normalize=False,
+            progress=progress,
+            stage="train features",
         )
         _check_labels_in_range(train_cache[1], num_classes)
         steps_per_epoch = math.ceil(train_cache[0].shape[0] / batch_size)
@@ -826,23 +940,24 @@ def _train_probe(
                 features = _embed(backbone, images, device, amp_dtype)
             yield features, y
 
-    total_steps = epochs * steps_per_epoch
-
     history: list[dict[str, float]] = []
     step = 0
     seen = 0
     top1 = top5 = 0.0
-    lr = peak_lr
-    for epoch in range(epochs):
+    lr = settings.peak_lr(batch_size)
+    for epoch in range(settings.epochs):
+        stage = f"epoch {epoch + 1}/{settings.epochs}"
         classifier.train()
         loss_sum = torch.zeros((), device=device)
         c1 = torch.zeros((), dtype=torch.long, device=device)
         c5 = torch.zeros_like(c1)
         seen = 0
-        for features, labels in batches():
-            if batchnorm and features.shape[0] < 2:
+        for done, (features, labels) in enumerate(batches(), start=1):
+            if progress is not None and train_cache is None:  # a pass over the loader
+                progress(stage, done, steps_per_epoch)
+            if settings.batchnorm and features.shape[0] < 2:
                 continue
-            lr = _cosine_lr(peak_lr, step, total_steps)
+            lr = settings.lr_at(step, steps_per_epoch, batch_size)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             logits = classifier(features)  # (B, C)

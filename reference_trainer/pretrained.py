@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from . import checkpoint as ckpt
+from .atomic import write_atomic
 from .config import TrainConfig
+from .data.transforms import AugmentationConfig, eval_crop_fraction, eval_resize_side
 from .errors import ConfigError
 from .methods import get_method
 from .models import backbone_kwargs, build_networks, create_backbone
@@ -58,36 +61,102 @@ def timm_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return {"model_name": name, **kwargs}
 
 
+def timm_crop_pct(img_size: int) -> float:
+    """A timm ``crop_pct`` whose eval transform resizes exactly as the trainer's does.
+
+    timm resizes the shorter side to ``floor(S / crop_pct)``, the trainer to
+    ``round(S / crop_fraction)`` (:func:`~reference_trainer.data.transforms.eval_resize_side`);
+    the trainer's own fraction is used when it gives the same side (224 px: 0.875), else
+    ``S / (side + 0.5)``, which floors to that side without rounding trouble.
+    """
+    side = eval_resize_side(img_size)
+    fraction = eval_crop_fraction(img_size)
+    if math.floor(img_size / fraction) == side:
+        return fraction
+    return img_size / (side + 0.5)
+
+
+def pretrained_cfg(cfg: TrainConfig) -> dict[str, Any]:
+    """The timm ``pretrained_cfg`` entries of a run's data: what
+    ``timm.data.resolve_data_config`` turns into the trainer's evaluation transform (resize
+    the shorter side bicubically, center crop ``S x S``, normalise with the training mean/std).
+    """
+    augmentation = AugmentationConfig.for_size(cfg.img_size)
+    return {
+        "input_size": (3, cfg.img_size, cfg.img_size),
+        "interpolation": "bicubic",
+        "crop_pct": timm_crop_pct(cfg.img_size),
+        "crop_mode": "center",
+        "mean": tuple(augmentation.mean),
+        "std": tuple(augmentation.std),
+        "num_classes": 0,
+    }
+
+
+def export_paths(out: str | Path) -> tuple[Path, Path]:
+    """The weights (``.safetensors``) and description (``.json``) files of an export to ``out``."""
+    weights = Path(out)
+    if weights.suffix != ".safetensors":
+        weights = weights.with_suffix(".safetensors")
+    return weights, weights.with_suffix(".json")
+
+
 def export(run: str | Path, out: str | Path, *, branch: Branch = "online") -> tuple[Path, Path]:
-    """Write the backbone as safetensors plus a JSON file with the timm arguments.
+    """Write the backbone as safetensors plus a JSON file with the timm arguments and the
+    ``pretrained_cfg`` of the run's data (both files also carry them in their metadata).
 
     Load it with::
 
-        kwargs = json.load(open("backbone.json"))["timm_kwargs"]
-        model = timm.create_model(**kwargs, pretrained=True, num_classes=0,
-                                  pretrained_cfg_overlay=dict(file="backbone.safetensors"))
+        meta = json.load(open("backbone.json"))
+        model = timm.create_model(**meta["timm_kwargs"], pretrained=True, num_classes=0,
+                                  pretrained_cfg_overlay=dict(file="backbone.safetensors",
+                                                              **meta["pretrained_cfg"]))
+        data_config = timm.data.resolve_data_config({}, model=model)  # the run's transform
+
+    Both files are written atomically; the checkpoint is only read.
+
+    Returns:
+        The paths of the weights and of the JSON file.
     """
     backbone, cfg = load_backbone(run, branch)
-    out_path = Path(out)
-    if out_path.suffix != ".safetensors":
-        out_path = out_path.with_suffix(".safetensors")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    weights, meta = export_paths(out)
     tensors = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "arch": cfg.arch, "branch": branch})
-    tmp.replace(out_path)
-    meta = out_path.with_suffix(".json")
-    meta.write_text(
-        json.dumps(
-            {
-                "timm_kwargs": timm_kwargs(cfg),
-                "branch": branch,
-                "method": cfg.method,
-                "negatives": cfg.negatives,
-                "source_run": str(run),
-            },
-            indent=2,
-        )
-        + "\n"
+    kwargs = timm_kwargs(cfg)
+    data_cfg = pretrained_cfg(cfg)
+    blob = safetensors_bytes(
+        tensors,
+        metadata={
+            "format": "pt",
+            "arch": cfg.arch,
+            "branch": branch,
+            "timm_kwargs": json.dumps(kwargs),
+            "pretrained_cfg": json.dumps(data_cfg),
+        },
     )
-    return out_path, meta
+    description = {
+        "timm_kwargs": kwargs,
+        "pretrained_cfg": data_cfg,
+        "branch": branch,
+        "method": cfg.method,
+        "negatives": cfg.negatives,
+        "source_run": str(run),
+    }
+    write_atomic(weights, lambda f: f.write(blob), sync_dir=False)
+    text = json.dumps(description, indent=2) + "\n"
+    write_atomic(meta, lambda f: f.write(text.encode()))
+    return weights, meta
+
+
+def timm_snippet(meta: str | Path) -> str:
+    """The ``timm.create_model(...)`` call that loads an export, with every value spelled out."""
+    description = json.loads(Path(meta).read_text())
+    weights = Path(meta).with_suffix(".safetensors")
+    args = ", ".join(f"{k}={v!r}" for k, v in description["timm_kwargs"].items())
+    overlay = ", ".join(
+        f"{k}={tuple(v) if isinstance(v, list) else v!r}"
+        for k, v in description["pretrained_cfg"].items()
+    )
+    return (
+        f"timm.create_model({args}, pretrained=True, num_classes=0, "
+        f"pretrained_cfg_overlay=dict(file={str(weights)!r}, {overlay}))"
+    )

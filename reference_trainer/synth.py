@@ -60,6 +60,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .atomic import write_atomic
+from .data.rgb import to_rgb
 from .devices import resolve_device
 from .errors import ConfigError
 
@@ -603,13 +604,13 @@ def _pipeline_kwargs(
 
 def _to_pil(image: Any) -> Image.Image:
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return to_rgb(image)
     array = np.asarray(image.detach().float().cpu() if hasattr(image, "detach") else image)
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
         array = array.transpose(1, 2, 0)
     if array.dtype != np.uint8:
         array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
-    return Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).convert("RGB")
+    return to_rgb(Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array))
 
 
 def _finish(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:
@@ -694,7 +695,7 @@ def dhash(image: Image.Image) -> int:
     Row by row, bit ``8 * r + c`` is set when pixel ``(r, c + 1)`` is brighter than ``(r, c)``.
     Near-identical images have hashes a few bits apart; unrelated ones about 32 bits apart.
     """
-    thumb = image.convert("L").resize((9, 8), Image.Resampling.BOX)
+    thumb = to_rgb(image).convert("L").resize((9, 8), Image.Resampling.BOX)
     pixels = np.asarray(thumb, dtype=np.int16)
     bits = pixels[:, 1:] > pixels[:, :-1]
     return int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from collections.abc import Iterator, Sequence
+from typing import SupportsIndex
 
 import torch
 from torch import Tensor
@@ -131,7 +133,8 @@ def check_embeddings(
 def all_finite(*tensors: Tensor | None) -> bool:
     """True when no tensor holds NaN or inf, or when value checks are off or compiling.
 
-    One inf-norm reduction per tensor and a single synchronisation for all of them.
+    One min/max reduction per tensor (NaN propagates to both, an infinity shows in one; on a
+    CPU many times faster than an inf-norm) and a single synchronisation for all of them.
     """
     if not _value_checks or tracing():
         return True
@@ -139,10 +142,8 @@ def all_finite(*tensors: Tensor | None) -> bool:
     if not present:
         return True
     device = present[0].device
-    norms = torch.stack(
-        [torch.linalg.vector_norm(t.detach(), ord=math.inf).float().to(device) for t in present]
-    )
-    return bool(torch.isfinite(norms).all())
+    ends = [end.float().to(device) for t in present for end in torch.aminmax(t.detach())]
+    return bool(torch.isfinite(torch.stack(ends)).all())
 
 
 def check_finite(*named: tuple[str, Tensor | None]) -> None:
@@ -183,12 +184,20 @@ def check_same_device(name: str, t: Tensor, reference_name: str, reference: Tens
 
 
 def check_int(name: str, value: object, *, minimum: int = 0) -> int:
-    """A Python integer (not a bool) no smaller than ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An integer no smaller than ``minimum``, returned as a Python ``int``.
+
+    Integer types that support ``__index__`` (``numpy.int64``, ...) are accepted and converted;
+    bools and tensors are not.
+    """
+    if isinstance(value, bool | Tensor) or not isinstance(value, SupportsIndex):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
+    try:
+        number = operator.index(value)
+    except TypeError:  # e.g. numpy.bool_, whose __index__ refuses
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}") from None
+    if number < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {number}")
+    return number
 
 
 def check_number(

@@ -19,6 +19,7 @@ def hardness_stats(
     bank: Tensor | None = None,
     synthetic: Tensor | None = None,
     *,
+    synthetic_similarity: Tensor | None = None,
     spec: NegativeSpec | None = None,
     n_hard: int | None = None,
     exclude: Tensor | None = None,
@@ -46,6 +47,8 @@ def hardness_stats(
         bank: Real negatives, shared (K, D) or per query (B, K, D).
         synthetic: Synthetic negatives of shape (B, M, D), e.g. from
             :func:`syn2co.negatives.synthesize` with ``spec``.
+        synthetic_similarity: Instead of ``synthetic``, their cosines to the query, shape
+            (B, M), e.g. from :func:`syn2co.negatives.synthetic_logits` (no vectors needed).
         spec: The spec that made ``synthetic``; splits its M axis by type.
         n_hard: Hard pool size for the ``hard_real`` group (defaults to ``spec.n_hard``, else
             to min(K, 256)).
@@ -82,16 +85,31 @@ def hardness_stats(
         names.append("bank/mean")
         values.append(sim.mean() if exclude is None else sim[~exclude].mean())
         group("hard_real", sim.gather(1, idx))
+    if synthetic is not None and synthetic_similarity is not None:
+        raise ValueError(
+            "synthetic_similarity: pass either synthetic (vectors) or synthetic_similarity "
+            "(their cosines to the query), not both"
+        )
+    cos: Tensor | None = None
+    what = "synthetic"
     if synthetic is not None:
         chk.check_embeddings("synthetic", synthetic, "(B, M, D)", dim=d, sizes={0: ("B", b)})
         cos = torch.einsum("bd,bmd->bm", q, F.normalize(synthetic.float(), dim=-1))
+    elif synthetic_similarity is not None:
+        what = "synthetic_similarity"
+        chk.check_embeddings(
+            "synthetic_similarity", synthetic_similarity, "(B, M)", sizes={0: ("B", b)}
+        )
+        chk.check_finite(("synthetic_similarity", synthetic_similarity))
+        cos = synthetic_similarity.detach().float()
+    if cos is not None:
         if spec is None:
             group("synthetic", cos)
         else:
             if spec.total != cos.shape[1]:
                 raise ValueError(
-                    f"synthetic: expected M={spec.total} (spec.total) synthetic negatives per "
-                    f"query, got shape {tuple(synthetic.shape)}"
+                    f"{what}: expected M={spec.total} (spec.total) synthetic negatives per "
+                    f"query, got {cos.shape[1]}"
                 )
             for name, where in spec.slices().items():
                 if where.stop > where.start:

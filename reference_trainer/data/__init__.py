@@ -8,6 +8,7 @@ Every dataset returns :class:`LoadedImage` items ``(RGB PIL image, label, skippe
 from reference_trainer.data.base import (
     CorruptImageError,
     DatasetError,
+    DatasetFileError,
     DatasetNotFoundError,
     ImageDataset,
     LoadedImage,
@@ -51,6 +52,7 @@ __all__ = [
     "AugmentationConfig",
     "CorruptImageError",
     "DatasetError",
+    "DatasetFileError",
     "DatasetKind",
     "DatasetNotFoundError",
     "EvalBatch",

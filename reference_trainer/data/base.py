@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 __all__ = [
     "CorruptImageError",
     "DatasetError",
+    "DatasetFileError",
     "DatasetNotFoundError",
     "ImageDataset",
     "LoadedImage",
@@ -61,6 +62,25 @@ class DatasetNotFoundError(DatasetError):
 
     def __init__(self, message: str) -> None:
         super().__init__(_one_line(message))
+
+
+class DatasetFileError(DatasetError):
+    """A dataset file is there but cannot be read: truncated, corrupt or of another format.
+
+    Args:
+        path: The file.
+        problem: What is wrong with it, e.g. ``"is truncated: ..."``.
+
+    Attributes:
+        path: The file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = os.fspath(path)
+        super().__init__(_one_line(f"{self.path} {problem}"))
+
+    def __reduce__(self) -> tuple[type[DatasetFileError], tuple[str, str]]:
+        return (type(self), (self.path, str(self)[len(self.path) + 1 :]))
 
 
 class CorruptImageError(DatasetError):

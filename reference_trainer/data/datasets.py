@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -26,6 +27,7 @@ from PIL import Image
 
 from reference_trainer.data.base import (
     CorruptImageError,
+    DatasetFileError,
     DatasetNotFoundError,
     ImageDataset,
     LoadedImage,
@@ -33,6 +35,7 @@ from reference_trainer.data.base import (
     check_index,
 )
 from reference_trainer.data.builtin import ProceduralShapes
+from reference_trainer.data.rgb import open_rgb, to_rgb
 
 __all__ = [
     "DATASET_KINDS",
@@ -126,19 +129,15 @@ def _scan_class_folder(folder: Path, extensions: tuple[str, ...]) -> list[str]:
 
 
 def read_rgb_image(path: str) -> Image.Image:
-    """Open, fully decode and convert an image file to RGB.
+    """Open, fully decode and convert an image file to 8-bit RGB (16-bit, palette, CMYK, ...:
+    see :mod:`reference_trainer.data.rgb`).
 
     Raises:
         CorruptImageError: When the file cannot be opened or decoded (missing, truncated,
             not an image, ...).
     """
     try:
-        with Image.open(path) as opened:
-            im: Image.Image = opened
-            if im.mode == "P" and "transparency" in im.info:
-                im = im.convert("RGBA")
-            rgb = im.convert("RGB")
-            rgb.load()
+        rgb = open_rgb(path)
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise CorruptImageError(path, f"{type(exc).__name__}: {exc}") from exc
     return rgb
@@ -353,7 +352,7 @@ class ArrayImageDataset(ImageDataset):
         i = check_index(index, len(self))
         pixels = np.ascontiguousarray(self.images[i])
         if pixels.ndim == 2:
-            image = Image.fromarray(pixels, "L").convert("RGB")
+            image = to_rgb(Image.fromarray(pixels, "L"))
         else:
             image = Image.fromarray(pixels, "RGB")
         return LoadedImage(image, int(self._labels[i]), ())
@@ -379,12 +378,39 @@ def _first_dir_with(candidates: Sequence[Path], files: Sequence[str]) -> Path | 
     return None
 
 
-def _unpickle(path: Path) -> dict[str, Any]:
-    with path.open("rb") as fh:
-        data = pickle.load(fh, encoding="latin1")
+_FETCH_AGAIN = "delete it and extract or download it again"
+
+
+def _unpickle(path: Path, kind: str) -> dict[str, Any]:
+    """A CIFAR python batch: a pickled dict (keys as str)."""
+    try:
+        with path.open("rb") as fh:
+            data = pickle.load(fh, encoding="latin1")
+    except OSError as exc:
+        raise DatasetFileError(path, f"cannot be read: {exc.strerror or exc}") from None
+    except Exception as exc:  # a cut pickle ends with EOFError, a corrupt one with anything
+        raise DatasetFileError(
+            path,
+            f"is truncated or corrupt, not a {kind} python batch "
+            f"({type(exc).__name__}: {exc}); {_FETCH_AGAIN}",
+        ) from None
     if not isinstance(data, dict):
-        raise DatasetNotFoundError(f"{path} is not a CIFAR python batch (not a pickled dict)")
+        raise DatasetFileError(path, f"is not a {kind} python batch (not a pickled dict)")
     return {k.decode() if isinstance(k, bytes) else str(k): v for k, v in data.items()}
+
+
+def _check_labels(
+    path: Path, labels: npt.NDArray[np.int64], num_classes: int, count: int, what: str
+) -> None:
+    """Labels of a file: one per image, each in ``[0, num_classes)``."""
+    if len(labels) != count:
+        raise DatasetFileError(path, f"holds {len(labels)} labels for {count} {what}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DatasetFileError(
+            path,
+            f"holds labels outside [0, {num_classes}) (from {labels.min()} to {labels.max()}); "
+            f"{_FETCH_AGAIN}",
+        )
 
 
 def _torchvision_download(kind: str, root: Path, split: str) -> None:
@@ -437,21 +463,30 @@ def _load_cifar(kind: str, root: Path, split: str) -> ArrayImageDataset:
             f"{kind} {split} split not found: expected {root / folder_name}/{{{expected}}} "
             f"({archive}; or pass download=True)"
         )
+    num_classes = 10 if kind == "cifar10" else 100
+    meta_path = folder / meta_name
+    meta = _unpickle(meta_path, kind)
+    classes = [str(c) for c in meta.get(names_key, [])]
+    if len(classes) != num_classes:
+        raise DatasetFileError(
+            meta_path, f"is not the {kind} meta file ({num_classes} names under {names_key!r})"
+        )
     chunks: list[_Uint8Array] = []
-    labels: list[int] = []
+    labels: list[_Int64Array] = []
     for name in batch_names:
-        batch = _unpickle(folder / name)
-        try:
-            data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            batch_labels = [int(v) for v in batch[label_key]]
-        except (KeyError, ValueError) as exc:
-            raise DatasetNotFoundError(
-                f"{folder / name} is not a {kind} python batch ({type(exc).__name__}: {exc})"
-            ) from exc
-        chunks.append(data)
-        labels.extend(batch_labels)
-    meta = _unpickle(folder / meta_name)
-    classes = [str(c) for c in meta[names_key]]
+        path = folder / name
+        batch = _unpickle(path, kind)
+        if "data" not in batch or label_key not in batch:
+            raise DatasetFileError(path, f"is not a {kind} python batch (no data or {label_key})")
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise DatasetFileError(
+                path, f"holds data of shape {data.shape}, not (N, 3072) rows of 32x32 RGB images"
+            )
+        batch_labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+        _check_labels(path, batch_labels, num_classes, len(data), "images")
+        chunks.append(data.reshape(-1, 3, 32, 32))
+        labels.append(batch_labels)
     images = np.ascontiguousarray(np.concatenate(chunks).transpose(0, 2, 3, 1))
     return ArrayImageDataset(images, labels, classes, name=f"{kind} {split} from {folder}")
 
@@ -480,18 +515,33 @@ _MNIST_CLASSES = {
 
 def _read_idx(path: Path) -> npt.NDArray[np.uint8]:
     """Read an IDX file of unsigned bytes (plain or ``.gz``)."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetFileError(path, f"cannot be read: {exc.strerror or exc}") from None
     if path.suffix == ".gz":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:  # cut short: EOFError; mangled: OSError
+            raise DatasetFileError(
+                path, f"is truncated or corrupt: gzip says {exc}; {_FETCH_AGAIN}"
+            ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DatasetNotFoundError(f"{path} is not an IDX file of unsigned bytes")
+        raise DatasetFileError(path, "is not an IDX file of unsigned bytes")
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetFileError(path, f"is truncated: {len(raw)} bytes, shorter than its header")
     shape = tuple(int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
-    if data.size != int(np.prod(shape)):
-        raise DatasetNotFoundError(f"{path} is truncated: header says {shape}, {data.size} bytes")
-    return data.reshape(shape)
+    size, expected = len(raw) - header, int(np.prod(shape))
+    if size != expected:
+        problem = "is truncated" if size < expected else "is too long"
+        raise DatasetFileError(
+            path,
+            f"{problem}: its header says {shape}, {expected} bytes, but it holds {size}; "
+            f"{_FETCH_AGAIN}",
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
 def _load_mnist(kind: str, root: Path, split: str) -> ArrayImageDataset:
@@ -519,10 +569,11 @@ def _load_mnist(kind: str, root: Path, split: str) -> ArrayImageDataset:
         paths.append(found)
     images = _read_idx(paths[0])
     labels = _read_idx(paths[1])
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise DatasetNotFoundError(
-            f"{kind}: {paths[0]} {images.shape} and {paths[1]} {labels.shape} do not match"
-        )
+    if images.ndim != 3:
+        raise DatasetFileError(paths[0], f"holds shape {images.shape}, not (N, H, W) images")
+    if labels.ndim != 1:
+        raise DatasetFileError(paths[1], f"holds shape {labels.shape}, not (N,) labels")
+    _check_labels(paths[1], labels.astype(np.int64), 10, len(images), f"images in {paths[0]}")
     return ArrayImageDataset(
         images, labels, _MNIST_CLASSES[kind], name=f"{kind} {split} from {paths[0].parent}"
     )
@@ -551,17 +602,18 @@ def _load_stl10(root: Path, split: str) -> ArrayImageDataset:
     for x_name, y_name in parts:
         x = np.memmap(folder / x_name, dtype=np.uint8, mode="r")
         if x.size % (3 * side * side):
-            raise DatasetNotFoundError(f"{folder / x_name} is not a whole number of 96x96 images")
+            raise DatasetFileError(
+                folder / x_name,
+                f"is truncated: {x.size} bytes, not a whole number of 96x96 RGB images "
+                f"({3 * side * side} bytes each); {_FETCH_AGAIN}",
+            )
         # Stored column-major per image: (N, C, W, H) -> (N, H, W, C).
         chunks.append(x.reshape(-1, 3, side, side).transpose(0, 3, 2, 1))
         if y_name is None:
             labels.append(np.full(len(chunks[-1]), -1, dtype=np.int64))
         else:
             y = np.fromfile(folder / y_name, dtype=np.uint8).astype(np.int64) - 1
-            if len(y) != len(chunks[-1]):
-                raise DatasetNotFoundError(
-                    f"stl10: {folder / x_name} and {folder / y_name} hold different counts"
-                )
+            _check_labels(folder / y_name, y, 10, len(chunks[-1]), f"images in {x_name}")
             labels.append(y)
     classes = [
         line.strip()

@@ -58,6 +58,7 @@ from ..seeds import hashed_seed_of_ints
 from .base import CorruptImageError
 from .datasets import ImageFolderDataset
 from .gpu_augment import GpuTwoViewAugment, JitterOrder, ViewParams
+from .rgb import open_rgb, to_rgb
 from .transforms import AugmentationConfig, TwoViewBatch, _unpack
 
 __all__ = [
@@ -151,12 +152,7 @@ def jpeg_device_decodable(data: bytes | bytearray | memoryview | npt.NDArray[np.
 
 def _decode_pil(data: bytes) -> Tensor:
     """Decode any image PIL reads to RGB like ``read_rgb_image``: uint8 ``(3, H, W)``."""
-    with Image.open(io.BytesIO(data)) as opened:
-        im: Image.Image = opened
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")
-        rgb = im.convert("RGB")
-        rgb.load()
+    rgb = open_rgb(io.BytesIO(data))
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
 
 
@@ -241,7 +237,7 @@ class RawImageDataset(Dataset[RawSample]):
                 return self._from_folder(part, local, seed, source)
         image, label, skipped, source = _unpack(base[index])
         if isinstance(image, Image.Image):
-            pixels = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+            pixels = torch.from_numpy(np.asarray(to_rgb(image)).copy()).permute(2, 0, 1)
         elif image.dtype == torch.uint8 and image.ndim == 3 and image.shape[0] == 3:
             pixels = image
         else:

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from reference_trainer.data.base import LoadedImage
+from reference_trainer.data.rgb import to_rgb
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -52,6 +53,8 @@ __all__ = [
     "TwoViewTransform",
     "collate_eval",
     "collate_two_views",
+    "eval_crop_fraction",
+    "eval_resize_side",
     "eval_transform",
     "loader_generator",
     "seed_worker",
@@ -328,6 +331,30 @@ class TwoViewTransform:
         return f"TwoViewTransform({self.cfg})"
 
 
+def eval_crop_fraction(img_size: int) -> float:
+    """The default crop fraction of :func:`eval_transform`: 0.875 above 96 px, else 1.0."""
+    return 0.875 if img_size > 96 else 1.0
+
+
+def eval_resize_side(img_size: int, crop_fraction: float | None = None) -> int:
+    """The shorter side :func:`eval_transform` resizes to before its ``S x S`` center crop.
+
+    Args:
+        img_size: Output side ``S``, >= 1.
+        crop_fraction: In (0, 1]; default :func:`eval_crop_fraction`.
+
+    Returns:
+        ``round(S / crop_fraction)``.
+    """
+    if img_size < 1:
+        raise ValueError(f"img_size must be >= 1, got {img_size}")
+    if crop_fraction is None:
+        crop_fraction = eval_crop_fraction(img_size)
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+    return round(img_size / crop_fraction)
+
+
 def eval_transform(
     img_size: int,
     *,
@@ -348,13 +375,7 @@ def eval_transform(
     Returns:
         A callable: ``PIL.Image`` or uint8 tensor -> float32 tensor ``(3, S, S)``.
     """
-    if img_size < 1:
-        raise ValueError(f"img_size must be >= 1, got {img_size}")
-    if crop_fraction is None:
-        crop_fraction = 0.875 if img_size > 96 else 1.0
-    if not 0.0 < crop_fraction <= 1.0:
-        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
-    resize_side = round(img_size / crop_fraction)
+    resize_side = eval_resize_side(img_size, crop_fraction)
     return v2.Compose(
         [
             v2.ToImage(),
@@ -387,10 +408,11 @@ def _unpack(item: Any) -> tuple[Image.Image | Tensor, int, tuple[str, ...], int]
     ):
         item, source = item[0], int(item[1])
     if isinstance(item, LoadedImage):
-        return item.image, int(item.label), tuple(item.skipped), source
+        return to_rgb(item.image), int(item.label), tuple(item.skipped), source
     if isinstance(item, (tuple, list)) and len(item) in (2, 3):
         skipped = tuple(item[2]) if len(item) == 3 else ()
-        return item[0], int(item[1]), skipped, source
+        image = to_rgb(item[0]) if isinstance(item[0], Image.Image) else item[0]
+        return image, int(item[1]), skipped, source
     raise TypeError(
         "expected a LoadedImage, (LoadedImage, source) or (image, label) item, "
         f"got {type(item).__name__}"

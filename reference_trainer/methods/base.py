@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from syn2co.negatives import NegativeSpec, synthesize, synthetic_logits
 
 if TYPE_CHECKING:  # the config imports this package; never the reverse at run time
     from ..config import Resolved, TrainConfig
@@ -40,6 +43,8 @@ __all__ = [
     "MethodPreset",
     "OptimizerKind",
     "StepContext",
+    "SyntheticNegatives",
+    "synthetic_negatives",
 ]
 
 BankKind = Literal["queue", "in-batch", "none"]
@@ -130,9 +135,65 @@ class Direction:
     query: Tensor  # (B, D) the anchor (online prediction of one view)
     positive: Tensor  # (B, D) its positive (target projection of the other view)
     bank: Tensor  # (K, D) the real negatives of this direction
-    synthetic: Tensor | None  # (B, M, D) the synthetic negatives, if any
+    synthetic: Tensor | None  # (B, M) cosines of the query to its synthetic negatives, if any
     exclude: Tensor | None  # (B, K) bank entries that are not negatives of each query
     bank_tags: Tensor | None = None  # (K,) source tag of each bank entry, if tracked
+
+
+@dataclass(frozen=True)
+class SyntheticNegatives:
+    """The synthetic negatives of one loss direction, as the loss takes them.
+
+    Attributes:
+        vectors: (B, M, D) the negatives themselves (``negatives_path: vectors`` only); pass as
+            ``extra_negatives``.
+        similarity: (B, M) their cosines to the query with gradient to the query
+            (``negatives_path: logits``); pass as ``extra_similarity``.
+        cosines: (B, M) their cosines to the query, detached (for the diagnostics).
+    """
+
+    vectors: Tensor | None
+    similarity: Tensor | None
+    cosines: Tensor
+
+
+def synthetic_negatives(
+    query: Tensor,
+    bank: Tensor,
+    spec: NegativeSpec,
+    *,
+    similarity: Tensor,
+    generator: torch.Generator | None,
+    exclude: Tensor | None = None,
+    vectors: bool = False,
+) -> SyntheticNegatives:
+    """A direction's synthetic negatives, by :func:`syn2co.negatives.synthetic_logits` (their
+    cosines, no (B, M, D) tensor) or, with ``vectors``, :func:`syn2co.negatives.synthesize`.
+
+    Both paths draw the same pool members, coefficients and noise from ``generator``, so the
+    loss is the same up to float32 rounding.
+
+    Args:
+        query: (B, D) the direction's queries.
+        bank: (K, D) the bank the hard pool comes from.
+        spec: Counts and coefficients.
+        similarity: (B, K) cosines of the queries to the bank (the hard pool's ranking).
+        generator: The stream of the draws.
+        exclude: (B, K) bank entries that are not negatives of each query.
+        vectors: Form the (B, M, D) negatives instead of only their cosines.
+    """
+    if vectors:
+        made = synthesize(
+            query, bank, spec, exclude=exclude, generator=generator, similarity=similarity
+        )
+        with torch.no_grad():
+            q = F.normalize(query.detach().float(), dim=-1)
+            cosines = torch.einsum("bd,bmd->bm", q, made.float())
+        return SyntheticNegatives(made, None, cosines)
+    logits = synthetic_logits(
+        query, bank, spec, exclude=exclude, generator=generator, similarity=similarity
+    )
+    return SyntheticNegatives(None, logits, logits.detach())
 
 
 @dataclass

@@ -8,11 +8,21 @@ import torch
 from torch import Tensor
 
 from syn2co.losses import MoBYView, moby_loss
-from syn2co.negatives import NegativeSpec, similarity, synthesize
+from syn2co.negatives import NegativeSpec, similarity
 from syn2co.queue import NegativeQueue
 
 from ..heads import mlp
-from .base import Direction, Embeddings, Heads, Method, MethodOutput, MethodPreset, StepContext
+from .base import (
+    Direction,
+    Embeddings,
+    Heads,
+    Method,
+    MethodOutput,
+    MethodPreset,
+    StepContext,
+    SyntheticNegatives,
+    synthetic_negatives,
+)
 from .registry import register
 
 if TYPE_CHECKING:
@@ -53,8 +63,10 @@ class MoBY(Method):
         spec: NegativeSpec | None,
         generator: torch.Generator | None = None,
         tags: bool = False,
+        vectors: bool = False,
     ) -> None:
         super().__init__()
+        self.vectors = vectors  # synthetic negatives as (B, M, D) vectors instead of cosines
         self.queue1 = NegativeQueue(queue_size, dim, generator=generator, tags=tags)
         self.queue2 = NegativeQueue(queue_size, dim, generator=generator, tags=tags)
         self.temperature = temperature
@@ -76,6 +88,7 @@ class MoBY(Method):
             spec=resolved.spec,
             generator=generator,
             tags=tags,
+            vectors=resolved.config.negatives_path == "vectors",
         )
 
     def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
@@ -84,26 +97,36 @@ class MoBY(Method):
         t1, t2 = embeddings.target
         banks = (self.queue2.bank, self.queue1.bank)  # the bank of the positive's view
         sims: list[Tensor | None] = [None, None]
-        extra: list[Tensor | None] = [None, None]
+        extra: list[SyntheticNegatives | None] = [None, None]
         if ctx.synthetic and self.spec is not None:
             for i, (query, bank) in enumerate(zip((p1, p2), banks, strict=True)):
-                sim = similarity(query, bank)
-                sims[i] = sim
-                extra[i] = synthesize(
-                    query, bank, self.spec, generator=ctx.generator, similarity=sim.detach()
+                sims[i] = sim = similarity(query, bank)
+                extra[i] = synthetic_negatives(
+                    query,
+                    bank,
+                    self.spec,
+                    similarity=sim.detach(),
+                    generator=ctx.generator,
+                    vectors=self.vectors,
                 )
-        loss = moby_loss(
+        views = [
             MoBYView(
-                p1, t1, self.queue1.bank, negative_similarity=sims[0], extra_negatives=extra[0]
-            ),
-            MoBYView(
-                p2, t2, self.queue2.bank, negative_similarity=sims[1], extra_negatives=extra[1]
-            ),
-            temperature=self.temperature,
-        )
+                prediction,
+                target,
+                queue.bank,
+                negative_similarity=sim,
+                extra_negatives=None if made is None else made.vectors,
+                extra_similarity=None if made is None else made.similarity,
+            )
+            for prediction, target, queue, sim, made in zip(
+                (p1, p2), (t1, t2), (self.queue1, self.queue2), sims, extra, strict=True
+            )
+        ]
+        loss = moby_loss(views[0], views[1], temperature=self.temperature)
+        cosines = [None if e is None else e.cosines for e in extra]
         tags = [q.tags.detach() if q.tags is not None else None for q in (self.queue2, self.queue1)]
-        d1 = Direction(p1, t2, banks[0], extra[0], None, tags[0])
-        d2 = Direction(p2, t1, banks[1], extra[1], None, tags[1])
+        d1 = Direction(p1, t2, banks[0], cosines[0], None, tags[0])
+        d2 = Direction(p2, t1, banks[1], cosines[1], None, tags[1])
         return MethodOutput(loss, (d1, d2))
 
     @torch.no_grad()

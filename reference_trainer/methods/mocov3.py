@@ -8,10 +8,20 @@ import torch
 
 from syn2co import distributed
 from syn2co.losses import moco_v3_loss
-from syn2co.negatives import NegativeSpec, positive_mask, similarity, synthesize
+from syn2co.negatives import NegativeSpec, positive_mask, similarity
 
 from ..heads import mlp
-from .base import Direction, Embeddings, Heads, Method, MethodOutput, MethodPreset, StepContext
+from .base import (
+    Direction,
+    Embeddings,
+    Heads,
+    Method,
+    MethodOutput,
+    MethodPreset,
+    StepContext,
+    SyntheticNegatives,
+    synthetic_negatives,
+)
 from .registry import register
 
 if TYPE_CHECKING:
@@ -41,10 +51,13 @@ class MoCoV3(Method):
     momentum_target = True
     bank = "in-batch"
 
-    def __init__(self, *, temperature: float, spec: NegativeSpec | None) -> None:
+    def __init__(
+        self, *, temperature: float, spec: NegativeSpec | None, vectors: bool = False
+    ) -> None:
         super().__init__()
         self.temperature = temperature
         self.spec = spec
+        self.vectors = vectors  # synthetic negatives as (B, M, D) vectors instead of cosines
 
     @classmethod
     def heads(cls, feature_dim: int, cfg: TrainConfig) -> Heads:
@@ -56,7 +69,11 @@ class MoCoV3(Method):
     @classmethod
     def create(cls, resolved: Resolved, *, tags: bool, generator: torch.Generator | None) -> Self:
         del tags, generator  # no state
-        return cls(temperature=resolved.temperature, spec=resolved.spec)
+        return cls(
+            temperature=resolved.temperature,
+            spec=resolved.spec,
+            vectors=resolved.config.negatives_path == "vectors",
+        )
 
     def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
         p1, p2 = embeddings.online
@@ -67,27 +84,35 @@ class MoCoV3(Method):
         mask = positive_mask(
             b, world_size=distributed.world_size(), rank=distributed.rank(), device=p1.device
         )
-        extra: list[torch.Tensor | None] = [None, None]
+        extra: list[SyntheticNegatives | None] = [None, None]
         sims: list[torch.Tensor | None] = [None, None]
         if ctx.synthetic and self.spec is not None:
             for i, query in enumerate((p1, p2)):
                 sims[i] = sim = similarity(query, keys[i].rows)
-                extra[i] = synthesize(
+                extra[i] = synthetic_negatives(
                     query,
                     keys[i].rows,
                     self.spec,
-                    exclude=mask,
-                    generator=ctx.generator,
                     similarity=sim.detach(),
+                    generator=ctx.generator,
+                    exclude=mask,
+                    vectors=self.vectors,
                 )
-        tau = self.temperature
-        loss = moco_v3_loss(
-            p1, keys[0], negative_similarity=sims[0], extra_negatives=extra[0], temperature=tau
-        ) + moco_v3_loss(
-            p2, keys[1], negative_similarity=sims[1], extra_negatives=extra[1], temperature=tau
-        )
+        losses = [
+            moco_v3_loss(
+                query,
+                gathered,
+                negative_similarity=sim,
+                extra_negatives=None if made is None else made.vectors,
+                extra_similarity=None if made is None else made.similarity,
+                temperature=self.temperature,
+            )
+            for query, gathered, sim, made in zip((p1, p2), keys, sims, extra, strict=True)
+        ]
+        loss = losses[0] + losses[1]
+        cosines = [None if e is None else e.cosines for e in extra]
         sources = ctx.sources
         tags = None if sources is None else distributed.gather(sources.to(p1.device))
-        d1 = Direction(p1, t2, keys[0].rows, extra[0], mask, tags)
-        d2 = Direction(p2, t1, keys[1].rows, extra[1], mask, tags)
+        d1 = Direction(p1, t2, keys[0].rows, cosines[0], mask, tags)
+        d2 = Direction(p2, t1, keys[1].rows, cosines[1], mask, tags)
         return MethodOutput(loss, (d1, d2))

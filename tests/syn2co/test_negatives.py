@@ -370,6 +370,46 @@ def test_synthesize_equals_the_six_functions_in_order() -> None:
         assert out[:, where].shape[1] == spec.counts[name]
 
 
+def test_synthesize_reproduces_pinned_values() -> None:
+    # Values written down from an earlier release: a change in the order in which the strategies
+    # consume the generator, or in their arithmetic, changes them (by ~0.1, not ~1e-7).
+    q, bank = unit(4, 16), unit(64, 16, seed=1)
+    spec = NegativeSpec(
+        n_hard=8,
+        interpolated=2,
+        extrapolated=2,
+        mixed=2,
+        noisy=2,
+        perturbed=2,
+        adversarial=2,
+        adversarial_steps=2,
+        sigma=0.1,
+    )
+    g = gen(5)
+    out = synthesize(q, bank, spec, generator=g)
+    first = [0.1705635, -0.3445761, 0.3980997, -0.2647508, -0.0501317, -0.1185401]
+    first += [0.1860658, -0.2326809, 0.2089332, -0.2852907, -0.1531522, -0.1531522]
+    torch.testing.assert_close(out[0, :, 0], torch.tensor(first), atol=1e-6, rtol=0)
+    last = [0.5210182, 0.5862569, 0.4210338, 0.017409, 0.3344791, -0.2192914]
+    last += [-0.0383731, 0.1396793, -0.3139606, 0.0487978, -0.288597, 0.0902134]
+    torch.testing.assert_close(out[3, :, 5], torch.tensor(last), atol=1e-6, rtol=0)
+    cos = torch.einsum("bd,bmd->bm", q, out)[1]
+    expected = [0.5262936, 0.5751796, -0.0348509, 0.1448326, 0.3884419, 0.4418857]
+    expected += [0.2712043, 0.1897575, 0.2946392, 0.3101549, 0.2372652, 0.2957109]
+    torch.testing.assert_close(cos, torch.tensor(expected), atol=1e-6, rtol=0)
+    # the generator is left where it was: the next draw is pinned too
+    assert abs(float(torch.rand(1, generator=g)) - 0.8192240595817566) < 1e-7
+
+    g = gen(9)
+    exclude = positive_mask(1, world_size=64).expand(4, -1)  # bank row 0 for every query
+    out = synthesize(q, bank, SYNCO_V1.replace(n_hard=16), generator=g, exclude=exclude)
+    assert out.shape == (4, 960, 16)
+    expected = [-0.5502619, 0.2445102, -0.2693555, 0.1872306, 0.33424]
+    expected += [-0.1697737, -0.2300986, -0.2094333, 0.0700548, -0.0703678]
+    torch.testing.assert_close(out[2, ::96, 3], torch.tensor(expected), atol=1e-6, rtol=0)
+    assert abs(float(torch.rand(1, generator=g)) - 0.006259918212890625) < 1e-7
+
+
 def test_synthesize_with_similarity_and_exclude() -> None:
     keys = unit(8, 16)
     q = F.normalize(keys + 0.1 * unit(8, 16, seed=5), dim=-1)
@@ -644,3 +684,92 @@ def test_fuzzed_shapes_raise_clear_errors_or_work(
     else:
         assert len(qs) == 2 and len(hs) == 3 and count >= 0
         assert out.shape == (qs[0], count, qs[1])
+
+
+# ------------------------------------------------------------------------- vanishing samples
+
+
+VANISHING = {
+    # (query, spec): with each query's pool its antipode -q, every sample's unnormalised vector
+    # is exactly 0: the midpoint of q and -q, one step of size 1 from -q towards q, and (at
+    # D = 4, entries +-0.5, so sign(q) = 2q) a signed step of 0.5 from -q.
+    "interpolated": (unit(3, 8), NegativeSpec(n_hard=1, interpolated=4, alpha=(0.5, 0.5))),
+    "perturbed": (unit(3, 8), NegativeSpec(n_hard=1, perturbed=3, delta=1.0)),
+    "adversarial": (
+        torch.tensor([[0.5, -0.5, 0.5, 0.5], [-0.5, -0.5, 0.5, -0.5]]),
+        NegativeSpec(n_hard=1, adversarial=3, eta=0.5),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(VANISHING))
+def test_a_vanishing_sample_becomes_its_hard_negative(name: str) -> None:
+    from tests.syn2co.test_synthetic_logits import assert_paths_agree
+
+    q, spec = VANISHING[name]
+    bank = -q[:, None, :]  # per-query bank: the antipode
+    out = synthesize(q, bank, spec, generator=gen())
+    assert torch.allclose(out, bank.expand_as(out), atol=1e-6)  # unit, the hard negative
+    logits = neg.synthetic_logits(q, bank, spec, generator=gen())
+    torch.testing.assert_close(logits, -torch.ones(logits.shape), atol=1e-6, rtol=0)
+    assert_paths_agree(q, bank, spec, seed=0)
+
+
+def test_a_vanishing_mix_becomes_its_first_pick() -> None:
+    from tests.syn2co.test_synthetic_logits import assert_paths_agree
+
+    # pool {n, -n}: a mix at c = 0.5 of two different picks vanishes, of the same pick is n
+    q = unit(4, 8)
+    n = unit(1, 8, seed=1)
+    bank = torch.cat([n, -n])
+    exclude = torch.zeros(4, 2, dtype=torch.bool)
+    spec = NegativeSpec(n_hard=2, mixed=16, gamma=(0.5, 0.5))
+    out = synthesize(q, bank, spec, generator=gen(3), exclude=exclude)
+    first = torch.randint(2, (4, 32), generator=gen(3))[:, :16]  # each sample's first pick
+    pool = hardest(q, bank, 2)
+    assert torch.allclose(out, pool.gather(1, first[:, :, None].expand(-1, -1, 8)), atol=1e-6)
+    assert_paths_agree(q, bank, spec, seed=3)
+
+
+def test_one_dimensional_embeddings_give_unit_samples() -> None:
+    from tests.syn2co.test_synthetic_logits import assert_paths_agree
+
+    q = torch.tensor([[1.0], [-2.0], [0.5]])
+    bank = torch.tensor([[1.0], [-1.0], [3.0], [-0.5]])
+    spec = SYNCO_V2_CONFIG.replace(
+        n_hard=4, alpha=(0.0, 1.0), gamma=(0.0, 1.0), delta=1.0, eta=1.0, adversarial_steps=2
+    )
+    out = synthesize(q, bank, spec, generator=gen(1))
+    assert bool((out.abs() == 1).all())  # +-1: never a zero vector
+    assert_paths_agree(q, bank, spec, seed=1)
+
+
+# ----------------------------------------------------------------- counts and non-finite input
+
+
+def test_counts_may_be_numpy_integers() -> None:
+    np = pytest.importorskip("numpy")
+    spec = NegativeSpec(n_hard=np.int64(8), interpolated=np.int64(3), mixed=np.int32(2))
+    assert spec == NegativeSpec(n_hard=8, interpolated=3, mixed=2)
+    assert type(spec.n_hard) is int and type(spec.interpolated) is int
+    assert hash(spec) == hash(NegativeSpec(n_hard=8, interpolated=3, mixed=2))
+    assert SYNCO_V2.replace(noisy=np.int16(5)).noisy == 5
+    assert interpolate(unit(2, 4), unit(2, 3, 4), np.int64(2)).shape == (2, 2, 4)
+    with pytest.raises(TypeError, match="interpolated: expected an int"):
+        NegativeSpec(interpolated=np.float64(3.0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nan_in_a_row_no_sample_picks_is_reported_on_every_seed(seed: int) -> None:
+    # A pool of two rows, the second NaN, one sample: half of the draws never touch it. The
+    # whole pool (or bank) is checked, so every seed reports it the same way.
+    q = unit(1, 8)
+    hard = torch.stack([unit(8, seed=1), torch.full((8,), float("nan"))])[None]
+    for name, fn in STRATEGY_FNS.items():
+        with pytest.raises(ValueError, match="hard: expected finite values, got 8 NaN"):
+            fn(q, hard, 1, generator=gen(seed))
+        del name
+    bank = torch.cat([unit(1, 8, seed=2), torch.full((1, 8), float("nan")), unit(6, 8, seed=3)])
+    for make in (synthesize, neg.synthetic_logits):
+        with pytest.raises(ValueError, match="bank: expected finite values, got 8 NaN"):
+            make(q, bank, SYNCO_V2.replace(n_hard=2), generator=gen(seed))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from syn2co.diagnostics import hardness_stats
-from syn2co.negatives import NegativeSpec, synthesize
+from syn2co.negatives import NegativeSpec, synthesize, synthetic_logits
 from syn2co.queue import NegativeQueue
 
 
@@ -130,6 +130,24 @@ def test_hardness_stats_without_spec_and_with_exclude() -> None:
     assert s["hard_real/max"] < 1 - 1e-4
     with pytest.raises(ValueError, match="synthetic: expected M=4"):
         hardness_stats(keys, keys, synthetic=rand(5, 3, 8), spec=NegativeSpec(n_hard=1, mixed=4))
+
+
+def test_hardness_stats_from_synthetic_cosines_equal_those_from_vectors() -> None:
+    """The logits path of the trainer reports the same per-type hardness as the vector path."""
+    q, k, bank = rand(6, 16, seed=1), rand(6, 16, seed=2), rand(40, 16, seed=3)
+    spec = NegativeSpec(n_hard=8, interpolated=3, extrapolated=2, mixed=2, noisy=1, perturbed=1)
+    vectors = synthesize(q, bank, spec, generator=torch.Generator().manual_seed(5))
+    cosines = synthetic_logits(q, bank, spec, generator=torch.Generator().manual_seed(5))
+    from_vectors = hardness_stats(q, k, bank, vectors, spec=spec)
+    from_cosines = hardness_stats(q, k, bank, synthetic_similarity=cosines, spec=spec)
+    assert from_vectors.keys() == from_cosines.keys()
+    assert "extrapolated/above_positive" in from_vectors
+    for key, value in from_vectors.items():
+        assert from_cosines[key] == pytest.approx(value, abs=1e-5), key
+    with pytest.raises(ValueError, match="synthetic_similarity: expected M=9"):
+        hardness_stats(q, k, bank, synthetic_similarity=cosines[:, :4], spec=spec)
+    with pytest.raises(ValueError, match="not both"):
+        hardness_stats(q, k, bank, vectors, synthetic_similarity=cosines, spec=spec)
 
 
 def test_tags_travel_with_their_keys() -> None:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from reference_trainer.data import (
     CorruptImageError,
+    DatasetFileError,
     DatasetNotFoundError,
     ImageFolderDataset,
     LoadedImage,
@@ -210,7 +211,9 @@ def test_given_classes_keep_labels_aligned(folder: Path, tmp_path: Path) -> None
         build_dataset("imagefolder", folder, "train", classes=["bird", "cat"])
 
 
-def _one_line_error(exc: pytest.ExceptionInfo[DatasetNotFoundError]) -> str:
+def _one_line_error(
+    exc: pytest.ExceptionInfo[DatasetNotFoundError] | pytest.ExceptionInfo[DatasetFileError],
+) -> str:
     message = str(exc.value)
     assert "\n" not in message
     assert isinstance(exc.value, ValueError)
@@ -387,6 +390,108 @@ def test_mnist_idx_files(tmp_path: Path, kind: str, folder: str) -> None:
     pixels = np.asarray(image)
     for c in range(3):
         np.testing.assert_array_equal(pixels[..., c], images[2])
+
+
+def _mnist_files(root: Path, folder: str, n: int = 60) -> tuple[Path, Path]:
+    """Real gzipped IDX files of ``n`` images (about 30 KB of image bytes before gzip)."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    images = np.random.default_rng(2).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    _write_idx(raw / "train-images-idx3-ubyte", images, compress=True)
+    _write_idx(raw / "train-labels-idx1-ubyte", np.arange(n, dtype=np.uint8) % 10, compress=True)
+    return raw / "train-images-idx3-ubyte.gz", raw / "train-labels-idx1-ubyte.gz"
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda data: data[: len(data) // 2], "is truncated or corrupt: gzip says"),
+        (lambda data: data[:-9], "is truncated or corrupt: gzip says"),  # no CRC trailer
+        (lambda data: data[:10] + bytes(len(data) - 10), "is truncated or corrupt"),
+        (lambda data: b"<html>not found</html>", "is truncated or corrupt"),
+    ],
+    ids=["half", "no-trailer", "zeroed", "not-gzip"],
+)
+def test_a_damaged_mnist_gzip_names_the_file(tmp_path: Path, damage: object, words: str) -> None:
+    images, _ = _mnist_files(tmp_path, "FashionMNIST")
+    images.write_bytes(damage(images.read_bytes()))  # type: ignore[operator]
+    with pytest.raises(DatasetFileError) as info:
+        build_dataset("fashion-mnist", tmp_path, "train")
+    message = _one_line_error(info)
+    assert message.startswith(f"{images} {words}"), message
+    assert info.value.path == str(images)
+    clone = pickle.loads(pickle.dumps(info.value))
+    assert (type(clone), clone.path, str(clone)) == (DatasetFileError, str(images), message)
+
+
+def test_a_short_or_mislabelled_idx_file_names_the_file(tmp_path: Path) -> None:
+    images, labels = _mnist_files(tmp_path, "MNIST", n=4)
+    raw = gzip.decompress(images.read_bytes())
+    images.write_bytes(gzip.compress(raw[:-28]))  # a whole gzip of a cut file: one row short
+    with pytest.raises(DatasetFileError) as info:
+        build_dataset("mnist", tmp_path, "train")
+    assert _one_line_error(info) == (
+        f"{images} is truncated: its header says (4, 28, 28), 3136 bytes, but it holds 3108; "
+        "delete it and extract or download it again"
+    )
+    images.write_bytes(raw)
+    images.rename(images.with_suffix(""))  # plain IDX from here on
+    images = images.with_suffix("")
+    images.write_bytes(raw[:10])  # cut inside the header
+    with pytest.raises(DatasetFileError, match="shorter than its header"):
+        build_dataset("mnist", tmp_path, "train")
+    images.write_bytes(raw)
+    _write_idx(labels.with_suffix(""), np.array([1, 2, 3, 10], np.uint8), compress=False)
+    labels.unlink()
+    with pytest.raises(DatasetFileError, match=r"labels outside \[0, 10\) \(from 1 to 10\)"):
+        build_dataset("mnist", tmp_path, "train")
+    _write_idx(labels.with_suffix(""), np.array([1, 2, 3], np.uint8), compress=False)
+    with pytest.raises(DatasetFileError, match="holds 3 labels for 4 images"):
+        build_dataset("mnist", tmp_path, "train")
+
+
+def test_a_truncated_cifar_batch_names_the_file(tmp_path: Path) -> None:
+    _fake_cifar10(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    data = batch.read_bytes()
+    batch.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetFileError) as info:
+        build_dataset("cifar10", tmp_path, "train")
+    message = _one_line_error(info)
+    assert message.startswith(f"{batch} is truncated or corrupt, not a cifar10 python batch")
+    assert build_dataset("cifar10", tmp_path, "test").num_classes == 10  # the test batch is whole
+    _pickle(batch, {"labels": [1, 2], "data": _cifar_rows(2, 0)[:, :3000]})
+    with pytest.raises(DatasetFileError, match=r"data_batch_3 holds data of shape \(2, 3000\)"):
+        build_dataset("cifar10", tmp_path, "train")
+    _pickle(batch, {"labels": [1, 2, 3], "data": _cifar_rows(2, 0)})
+    with pytest.raises(DatasetFileError, match="data_batch_3 holds 3 labels for 2 images"):
+        build_dataset("cifar10", tmp_path, "train")
+    meta = tmp_path / "cifar-10-batches-py" / "batches.meta"
+    meta.write_bytes(b"")
+    with pytest.raises(DatasetFileError, match=r"batches\.meta is truncated or corrupt"):
+        build_dataset("cifar10", tmp_path, "test")
+
+
+def test_a_truncated_stl10_file_names_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (3, 3, 96, 96), dtype=np.uint8).tobytes()
+    (folder / "train_X.bin").write_bytes(x[:-100])
+    np.array([1, 10, 3], np.uint8).tofile(folder / "train_y.bin")
+    (folder / "class_names.txt").write_text("\n".join(f"class{i}" for i in range(10)) + "\n")
+    with pytest.raises(DatasetFileError) as info:
+        build_dataset("stl10", tmp_path, "train")
+    assert _one_line_error(info).startswith(
+        f"{folder / 'train_X.bin'} is truncated: 82844 bytes, not a whole number of 96x96"
+    )
+    (folder / "train_X.bin").write_bytes(x[: 2 * 3 * 96 * 96])  # two whole images, 3 labels
+    with pytest.raises(DatasetFileError, match=r"train_y\.bin holds 3 labels for 2 images"):
+        build_dataset("stl10", tmp_path, "train")
+    (folder / "train_X.bin").write_bytes(x)
+    np.array([1, 11, 3], np.uint8).tofile(folder / "train_y.bin")  # labels are 1..10
+    with pytest.raises(DatasetFileError, match=r"outside \[0, 10\)"):
+        build_dataset("stl10", tmp_path, "train")
 
 
 def test_mnist_agrees_with_torchvision(tmp_path: Path) -> None:

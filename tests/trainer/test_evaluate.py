@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
+import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -13,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from reference_trainer.evaluate import (
+    LinearProbeSettings,
     extract_features,
     fingerprint,
     knn_accuracy,
@@ -330,10 +333,7 @@ def test_linear_probe_cached_learns_and_leaves_backbone_untouched() -> None:
         val,
         num_classes=4,
         device="cpu",
-        epochs=15,
-        batch_size=16,
-        base_lr=0.5,
-        lr_reference_batch=16,
+        settings=LinearProbeSettings(epochs=15, batch_size=16, base_lr=0.5, lr_reference_batch=16),
         on_epoch=epochs_seen.append,
     )
     check_untouched(model, before, flags, result)
@@ -366,11 +366,9 @@ def test_linear_probe_augmented_learns_and_leaves_backbone_untouched() -> None:
         val,
         num_classes=4,
         device="cpu",
-        mode="augmented",
-        epochs=6,
-        base_lr=0.5,
-        lr_reference_batch=16,
-        batchnorm=True,
+        settings=LinearProbeSettings(
+            mode="augmented", epochs=6, base_lr=0.5, lr_reference_batch=16, batchnorm=True
+        ),
     )
     check_untouched(model, before, flags, result)
     assert not model.training
@@ -387,8 +385,9 @@ def test_linear_probe_is_reproducible_from_its_seed() -> None:
     val = batched(*color_images(4, seed=5), size=32)
 
     def run(seed: int) -> tuple[list[dict[str, float]], Tensor]:
+        settings = LinearProbeSettings(epochs=3, batch_size=8)
         r = linear_probe(
-            model, train, val, num_classes=4, device="cpu", epochs=3, batch_size=8, seed=seed
+            model, train, val, num_classes=4, device="cpu", settings=settings, seed=seed
         )
         return r.history, r.classifier[-1].weight.detach().clone()  # type: ignore[index]
 
@@ -419,7 +418,9 @@ def test_linear_probe_raises_when_backbone_changes_and_still_restores_flags() ->
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     data = batched(*color_images(2, seed=6), size=4)
     with pytest.raises(RuntimeError, match="changed"):
-        linear_probe(model, data, data, num_classes=4, device="cpu", epochs=1)
+        linear_probe(
+            model, data, data, num_classes=4, device="cpu", settings=LinearProbeSettings(epochs=1)
+        )
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
     assert model.training
 
@@ -428,16 +429,57 @@ def test_linear_probe_rejects_bad_arguments() -> None:
     model = tiny_vit()
     data = batched(*color_images(2, seed=7), size=4)
     loader = AugmentingLoader(*color_images(2, seed=7), batch_size=4)
+    augmented = LinearProbeSettings(mode="augmented")
     with pytest.raises(ValueError, match="batch size of train_loader"):
         linear_probe(
-            model, loader, data, num_classes=4, device="cpu", mode="augmented", batch_size=8
+            model,
+            loader,
+            data,
+            num_classes=4,
+            device="cpu",
+            settings=LinearProbeSettings(mode="augmented", batch_size=8),
         )
     with pytest.raises(TypeError, match="len"):
-        linear_probe(model, iter(data), data, num_classes=4, device="cpu", mode="augmented")
-    with pytest.raises(ValueError, match="mode"):
-        linear_probe(model, data, data, num_classes=4, device="cpu", mode="online")  # type: ignore[arg-type]
+        linear_probe(model, iter(data), data, num_classes=4, device="cpu", settings=augmented)
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        linear_probe(model, data, data, num_classes=3, device="cpu", epochs=1)
+        linear_probe(
+            model, data, data, num_classes=3, device="cpu", settings=LinearProbeSettings(epochs=1)
+        )
+    with pytest.raises(TypeError, match="settings: expected LinearProbeSettings"):
+        linear_probe(model, data, data, num_classes=4, device="cpu", settings={"epochs": 1})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"mode": "online"}, "mode"),
+        ({"epochs": 0}, "epochs: expected an int >= 1, got 0"),
+        ({"batch_size": 0}, "batch_size: expected an int >= 1, got 0"),
+        ({"base_lr": 0.0}, "base_lr: expected a number in (0.0, inf]"),
+        ({"base_lr": float("nan")}, "base_lr: expected a finite number"),
+        ({"lr_reference_batch": 0}, "lr_reference_batch: expected an int >= 1"),
+        ({"momentum": 1.0}, "momentum: expected a number in [0.0, 1.0)"),
+        ({"momentum": 0.0}, "nesterov: needs a momentum > 0"),
+        ({"weight_decay": -1e-4}, "weight_decay: expected a number in [0.0, inf]"),
+        ({"epochs": 10, "warmup_epochs": 10}, "warmup_epochs: expected a number in [0.0, 10.0)"),
+        ({"warmup_epochs": -0.5}, "warmup_epochs: expected a number in [0.0, 100.0)"),
+    ],
+)
+def test_probe_settings_name_the_bad_value(changes: dict[str, Any], words: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(words)):
+        LinearProbeSettings(**changes)
+    with pytest.raises(TypeError, match="batchnorm: expected a bool"):
+        LinearProbeSettings(batchnorm=1)  # type: ignore[arg-type]
+
+
+def test_probe_lr_warms_up_linearly_then_follows_a_cosine() -> None:
+    settings = LinearProbeSettings(epochs=10, base_lr=0.2, lr_reference_batch=100, warmup_epochs=2)
+    peak, steps = 0.2 * 50 / 100, 4  # batch 50, 4 steps per epoch: 8 warmup, 32 in all
+    lrs = [settings.lr_at(step, steps, 50) for step in range(40)]
+    assert lrs[:8] == pytest.approx([peak * (s + 1) / 8 for s in range(8)])
+    cosine = [peak * 0.5 * (1 + math.cos(math.pi * (s - 8) / 32)) for s in range(8, 40)]
+    assert lrs[8:] == pytest.approx(cosine)
+    assert lrs[7] == pytest.approx(peak) and lrs[8] == pytest.approx(peak)
 
 
 def test_knn_probe_on_tiny_vit_is_well_above_chance() -> None:
@@ -449,3 +491,64 @@ def test_knn_probe_on_tiny_vit_is_well_above_chance() -> None:
     assert min(result.top1.values()) >= 90.0
     assert model.training
     assert all(torch.equal(v, snapshot(model)[k]) for k, v in before.items())
+
+
+class Scaled(nn.Module):
+    """A backbone whose features are ``scale`` times those of ``inner``."""
+
+    def __init__(self, inner: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.inner, self.scale = inner, scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x) * self.scale  # type: ignore[no-any-return]
+
+
+def shapes(split: str, n: int) -> Any:
+    """The trainer's built-in procedural images (10 classes), evaluation transform, in order."""
+    from torch.utils.data import DataLoader
+
+    from reference_trainer.data import EvalDataset, build_dataset, collate_eval, eval_transform
+
+    dataset = build_dataset("builtin", None, split, img_size=32, num_samples=n, seed=0)
+    return DataLoader(
+        EvalDataset(dataset, eval_transform(32)), batch_size=100, collate_fn=collate_eval
+    )
+
+
+def increases(history: list[dict[str, float]]) -> list[float]:
+    losses = [h["loss"] for h in history]
+    return [later - earlier for earlier, later in itertools.pairwise(losses)]
+
+
+def test_default_probe_loss_goes_down_on_features_of_a_large_scale() -> None:
+    model = Scaled(tiny_vit(), 100.0)
+    train, val = shapes("train", 400), shapes("val", 100)
+    result = linear_probe(model, train, val, num_classes=10, device="cpu")  # the defaults
+    assert result.settings == LinearProbeSettings(batch_size=256)
+    assert max(increases(result.history)) <= 0.01  # minibatch noise at most
+    assert result.history[-1]["loss"] < result.history[0]["loss"] - 0.1
+    bn, linear = result.classifier  # type: ignore[misc]
+    assert isinstance(bn, nn.BatchNorm1d) and not bn.affine and isinstance(linear, nn.Linear)
+    # Without the BatchNorm the same probe diverges: the steps scale with the features.
+    raw = linear_probe(
+        model,
+        train,
+        val,
+        num_classes=10,
+        device="cpu",
+        settings=LinearProbeSettings(batchnorm=False),
+    )
+    assert [type(m) for m in raw.classifier] == [nn.Linear]  # type: ignore[union-attr]
+    assert raw.history[0]["loss"] > 100.0 and max(increases(raw.history)) > 100.0
+    assert result.to_dict()["settings"]["batchnorm"] is True
+    assert raw.to_dict()["settings"]["batchnorm"] is False
+
+
+def test_default_probe_learns_a_separable_problem_from_large_features() -> None:
+    model = Scaled(tiny_vit(), 100.0)
+    train = batched(*color_images(32, seed=10), size=32)
+    val = batched(*color_images(16, seed=11), size=32)
+    result = linear_probe(model, train, val, num_classes=4, device="cpu")
+    assert result.val_top1 >= 95.0  # chance is 25
+    assert max(increases(result.history)) <= 0.01

@@ -74,17 +74,22 @@ def config(out: Path, method: str, extra: dict[str, Any]) -> TrainConfig:
     )
 
 
+@pytest.mark.parametrize("path", ["vectors", "logits"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_run_reproduces_pinned_values(tmp_path: Path, name: str) -> None:
+def test_run_reproduces_pinned_values(tmp_path: Path, name: str, path: str) -> None:
+    """The vector path reproduces the pinned run; the logits path (the default), which draws
+    the same negatives but computes their cosines in another order, stays within 1e-4 after the
+    four steps (the generators' own updates amplify float32 rounding most)."""
     method, extra, losses, online_sum, method_sum = CASES[name]
     out = tmp_path / name
-    train(config(out, method, extra), show_progress=False)
+    rel = 1e-5 if path == "vectors" else 1e-4
+    train(config(out, method, extra | {"negatives_path": path}), show_progress=False)
     logged = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert logged == pytest.approx(losses, rel=1e-5)
+    assert logged == pytest.approx(losses, rel=rel)
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     online = sum(float(v.double().sum()) for v in state["online"].values() if v.is_floating_point())
     queues = sum(
         float(v.double().abs().sum()) for v in state["method"].values() if v.is_floating_point()
     )
-    assert online == pytest.approx(online_sum, rel=1e-5)
-    assert queues == pytest.approx(method_sum, rel=1e-5, abs=1e-9)
+    assert online == pytest.approx(online_sum, rel=rel)
+    assert queues == pytest.approx(method_sum, rel=rel, abs=1e-9)
