@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable
@@ -108,3 +109,26 @@ def unwritable_reason(path: Path) -> str | None:
     except OSError as e:
         return e.strerror or str(e)
     return None
+
+
+def remove_stale_temporaries(directory: Path, names: tuple[str, ...]) -> list[Path]:
+    """Remove the temporary files that :func:`write_atomic` left for ``names`` in ``directory``.
+
+    A process killed during a write (SIGKILL, power loss) leaves its ``.<name>.<random>.tmp``
+    behind; call this where no other process writes those files (the run directory under its
+    lock). Only files of exactly that pattern are removed.
+
+    Returns:
+        The removed files.
+    """
+    pattern = re.compile(
+        r"\.(?:" + "|".join(re.escape(name) for name in names) + r")\.[A-Za-z0-9_]+\.tmp"
+    )
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if entry.is_file(follow_symlinks=False) and pattern.fullmatch(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -126,6 +127,11 @@ def build_parts(
     ).to(device)
     negatives_gen = torch_generator(stream_seed(cfg.seed, Stream.NEGATIVES, rank), device)
     torch.manual_seed(stream_seed(cfg.seed, Stream.DROP_PATH, rank))  # drop-path differs per rank
+    # The drop-path stream starts one 64-bit draw in, where the data loader of earlier versions
+    # drew its workers' seed from it, so that their runs are reproduced draw for draw.
+    torch.empty((), dtype=torch.int64).random_()
+    # Python's global stream is saved in checkpoints too: start it from the seed, not the clock.
+    random.seed(stream_seed(cfg.seed, Stream.PYTHON, rank))
 
     optimizer = build_optimizer(resolved, online, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

@@ -1,5 +1,8 @@
 """Checkpoints: atomic writes, the state an exact resume needs, and the run directory.
 
+A run directory belongs to one run: a lock (:mod:`reference_trainer.runlock`) held by the
+training process, and a refusal to mix a new run into the files of another.
+
 A checkpoint holds the online and target networks, the method's state (queues), the optimizer,
 the loss scaler, the sampler position (batches consumed, not prefetched), the step (every
 schedule is a pure function of it), every rank's RNG states and the resolved config.
@@ -17,8 +20,9 @@ import torch.distributed as dist
 
 from syn2co import distributed
 
-from .atomic import write_atomic
+from .atomic import remove_stale_temporaries, write_atomic
 from .errors import ConfigError
+from .runlock import RunLock, check_free
 
 if TYPE_CHECKING:
     from .build import Parts
@@ -85,25 +89,92 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None) -> N
 # --------------------------------------------------------------------------------------------
 
 
-def prepare_run_dir(run_dir: Path, *, resuming: bool, main: bool) -> None:
-    """Create ``run_dir`` (on the main rank) and check that it can hold this run.
+DEFAULT_RUN_DIR = "runs/syn2co"
+#: Files a run writes atomically into its directory; a kill during a write leaves a temporary
+#: of one of them, removed when the next run starts there.
+RUN_FILES = (CHECKPOINT_NAME, "metrics.jsonl", "config.yaml")
+#: Files of a run that does not end with a checkpoint before it dies (nothing to resume).
+_LOGS = ("metrics.jsonl", "config.yaml")
+
+
+def run_directory(out: str | None, resume: str | None) -> Path:
+    """The directory a run writes to: ``--out`` (default ``runs/syn2co``), or with ``--resume``
+    the resumed run's own directory.
 
     Raises:
-        ConfigError: The directory cannot be written, or it holds another run and this is not a
-            resume.
+        ConfigError: ``--out`` names another directory than the resumed run's.
+    """
+    if resume is None:
+        return Path(out if out is not None else DEFAULT_RUN_DIR)
+    source = Path(resume)
+    resumed = source if source.is_dir() else source.parent
+    if out is not None and Path(out).resolve() != resumed.resolve():
+        raise ConfigError(
+            f"--out {out} is not the resumed run's directory {resumed}: a run continues in its "
+            f"own directory; leave out --out (copy the directory first to branch off a run)"
+        )
+    return resumed
+
+
+def check_run_dir(run_dir: Path, *, resuming: bool) -> None:
+    """Check, without writing anything, that ``run_dir`` can take this run.
+
+    Raises:
+        ConfigError: It cannot be created or written, another process runs in it, it holds a
+            run and this is not a resume, or it holds the logs of a run that died before its
+            first checkpoint.
+    """
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out: cannot write to {run_dir}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out: cannot write to {run_dir}: permission denied on {existing}")
+    check_free(run_dir)
+    _check_contents(run_dir, resuming=resuming)
+
+
+def claim_run_dir(run_dir: Path, *, resuming: bool) -> RunLock:
+    """Create ``run_dir``, take its lock (held until released or the process ends), check it
+    again under the lock and remove the temporaries of writes a killed run left behind.
+
+    Call on the main rank, once everything else is validated: a failed run leaves nothing.
+
+    Raises:
+        ConfigError: As :func:`check_run_dir`.
     """
     try:
-        if main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            probe = run_dir / f".write-test-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
     except OSError as e:
         raise ConfigError(f"--out: cannot write to {run_dir}: {e.strerror or e}") from None
-    if not resuming and (run_dir / CHECKPOINT_NAME).exists():
+    lock = RunLock(run_dir).acquire()
+    try:
+        _check_contents(run_dir, resuming=resuming)  # a run may have started since the check
+        remove_stale_temporaries(run_dir, RUN_FILES)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_contents(run_dir: Path, *, resuming: bool) -> None:
+    if resuming:
+        return
+    if (run_dir / CHECKPOINT_NAME).exists():
         raise ConfigError(
             f"--out {run_dir} already holds a run; continue it with --resume {run_dir} "
             f"or choose another --out"
+        )
+    logs = [name for name in _LOGS if (run_dir / name).exists()]
+    if logs:
+        raise ConfigError(
+            f"--out {run_dir} holds {logs[0]} of a run that stopped before its first checkpoint "
+            f"(nothing to resume); start over with an empty --out (delete {run_dir} or choose "
+            f"another)"
         )
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_type_hints
@@ -23,7 +24,7 @@ from rich.table import Table
 from syn2co._checks import check_int, check_number
 
 from .checkpoint import CheckpointError
-from .config import Negatives, TrainConfig, load_config_file
+from .config import Dataset, Negatives, TrainConfig, load_config_file
 from .data.base import DatasetError
 from .devices import resolve_device
 from .errors import ConfigError
@@ -58,7 +59,8 @@ def _one_line(error: BaseException) -> str:
 
 
 def friendly(fn: F) -> F:
-    """Turn the errors a user can fix into one red line and exit code 1 (130 on interrupt)."""
+    """Turn the errors a user can fix into one red line and exit code 1; a run stopped by a
+    signal exits with 128 + its number (130 SIGINT, 143 SIGTERM, 138 SIGUSR1)."""
     from .engine import Interrupted, NonFiniteLossError
 
     @functools.wraps(fn)
@@ -66,8 +68,8 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except Interrupted as e:
-            console.print(f"[yellow]interrupted:[/] {_one_line(e)}")
-            raise typer.Exit(130) from None
+            console.print(f"[yellow]interrupted:[/] {_one_line(e)}", soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
         except (
             ConfigError,
             DatasetError,
@@ -135,12 +137,42 @@ def _run_parameters() -> list[inspect.Parameter]:
 
 
 def config_from_options(config: Path | None, options: dict[str, Any]) -> TrainConfig:
-    """Defaults, then the config file, then the options given on the command line."""
+    """Defaults, then the config file, then the options given on the command line.
+
+    ``--data`` without ``--dataset`` (in neither) means an image folder, never the built-in
+    default; a resumed run keeps its own dataset.
+    """
     cfg = TrainConfig()
+    named: set[str] = set()
     if config is not None:
-        cfg = cfg.updated(load_config_file(config), source=f"--config {config}")
+        values = load_config_file(config)
+        cfg = cfg.updated(values, source=f"--config {config}")
+        named = {str(key).replace("-", "_") for key in values}
     given = {k: v for k, v in options.items() if v is not None}
-    return cfg.updated(given, source="command line")
+    cfg = cfg.updated(given, source="command line")
+    if cfg.data is not None and "dataset" not in named | set(given) and cfg.resume is None:
+        cfg = cfg.updated({"dataset": infer_dataset(cfg.data)})
+    return cfg
+
+
+def infer_dataset(data: str) -> str:
+    """The ``--dataset`` of a ``--data`` directory given alone: ``imagefolder`` when it holds
+    class folders of images, else a one-line error asking for ``--dataset``."""
+    from .data.datasets import IMAGE_EXTENSIONS
+
+    root = Path(data)
+    formats = ", ".join(d for d in get_args(Dataset) if d != "builtin")
+    ask = f"pass --dataset ({formats})"
+    if not root.is_dir():
+        raise ConfigError(f"--data {data}: no such directory; {ask}")
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        with os.scandir(folder) as entries:
+            if any(Path(e.name).suffix.lower() in IMAGE_EXTENSIONS for e in entries):
+                return "imagefolder"
+    raise ConfigError(
+        f"--data {data} holds no class folders of images (DATA/<class>/<image>) for "
+        f"--dataset imagefolder; {ask}"
+    )
 
 
 @friendly
@@ -149,6 +181,8 @@ def _run(config: Path | None = None, **options: Any) -> None:
 
     cfg = config_from_options(config, options)
     summary = train(cfg, console=console)
+    if not summary.main:  # under torchrun, the main rank reports for all
+        return
     table = Table(title="pretraining done", show_header=False)
     table.add_row("run directory", str(summary.run_dir))
     table.add_row("steps", f"{summary.step}/{summary.total_steps}")

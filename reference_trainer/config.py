@@ -23,6 +23,7 @@ import yaml
 from syn2co.negatives import SYNCO_V1, SYNCO_V2, SYNCO_V2_CONFIG, NegativeSpec, mochi
 from syn2co.schedules import ActiveWindow
 
+from .atomic import write_atomic
 from .errors import ConfigError
 from .methods import Method, get_method, method_names
 
@@ -147,13 +148,19 @@ class TrainConfig:
         "Override the attention heads (Swin: of the first stage, doubling)."
     )
     # --- engine -------------------------------------------------------------------------------
-    out: str = _opt("Run directory (checkpoints, metrics, config).", "runs/syn2co")
+    out: str | None = _opt(
+        "Run directory (checkpoints, metrics, config); default runs/syn2co, and with --resume "
+        "the resumed run's directory."
+    )
     seed: int = _opt("Random seed of the whole run.", 0)
     device: str = _opt("auto, cpu, cuda or cuda:N (torchrun sets the local GPU).", "auto")
     precision: Precision = _opt("auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.", "auto")
     compile: bool = _opt("torch.compile the online and target networks.", False)
     checkpoint_every: int = _opt("Save a checkpoint every N steps (and at the end).", 500)
     log_every: int = _opt("Write metrics and check the loss every N steps.", 10)
+    progress_every: int = _opt(
+        "Without a terminal (batch jobs), print a progress line every N steps.", 100
+    )
     hardness_every: int = _opt("Log syn2co.diagnostics hardness stats every N steps.", 100)
     check_inputs: bool = _opt(
         "Run syn2co's NaN/inf input checks in every call (a GPU sync each; the loop itself "
@@ -265,7 +272,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,7 +341,12 @@ def resolve(cfg: TrainConfig, *, train_size: int, world_size: int = 1) -> Resolv
     """
     method = check_options(cfg, world_size=world_size)
     preset = method.preset
-    steps_per_epoch = max(1, train_size // cfg.batch_size)
+    if train_size < cfg.batch_size:
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} exceeds the {train_size} training images; lower "
+            f"--batch-size or train on more images"
+        )
+    steps_per_epoch = train_size // cfg.batch_size
     if cfg.steps is not None:
         total = cfg.steps
     elif cfg.epochs is not None:
@@ -392,7 +405,14 @@ def check_options(cfg: TrainConfig, *, world_size: int = 1) -> type[Method]:
         raise ConfigError(f"--method: {e.args[0]}") from None
     _check_positive(cfg, ("batch_size", "img_size", "proj_hidden", "proj_dim", "builtin_size"))
     _check_positive(
-        cfg, ("checkpoint_every", "log_every", "hardness_every", "generator_grid_every")
+        cfg,
+        (
+            "checkpoint_every",
+            "log_every",
+            "progress_every",
+            "hardness_every",
+            "generator_grid_every",
+        ),
     )
     if not 0 < cfg.generator_fraction <= 1:
         raise ConfigError(f"--generator-fraction must be in (0, 1], got {cfg.generator_fraction}")
@@ -420,14 +440,36 @@ def check_options(cfg: TrainConfig, *, world_size: int = 1) -> type[Method]:
         raise ConfigError(f"--epochs must be > 0, got {cfg.epochs}")
     if cfg.warmup_steps is not None and cfg.warmup_steps < 0:
         raise ConfigError(f"--warmup-steps must be >= 0, got {cfg.warmup_steps}")
+    if cfg.stop_at is not None and cfg.stop_at < 1:
+        raise ConfigError(f"--stop-at must be >= 1, got {cfg.stop_at}")
+    if cfg.lr is not None and cfg.lr <= 0:
+        raise ConfigError(f"--lr must be > 0, got {cfg.lr}")
+    if cfg.weight_decay is not None and cfg.weight_decay < 0:
+        raise ConfigError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
+    if cfg.clip_grad is not None and cfg.clip_grad < 0:
+        raise ConfigError(f"--clip-grad must be >= 0 (0 disables clipping), got {cfg.clip_grad}")
+    if cfg.drop_path is not None and not 0 <= cfg.drop_path < 1:
+        raise ConfigError(f"--drop-path must be in [0, 1), got {cfg.drop_path}")
+    _check_positive(cfg, ("patch_size", "window_size", "depth", "embed_dim", "num_heads"))
     if cfg.queue_size is not None and cfg.queue_size < 1:
         raise ConfigError(f"--queue-size must be >= 1, got {cfg.queue_size}")
+    queue = _default(cfg.queue_size, method.preset.queue_size)
+    if method.bank == "queue" and queue < cfg.batch_size:
+        raise ConfigError(
+            f"--queue-size {queue} is smaller than the global batch ({cfg.batch_size}): each "
+            f"step enqueues a whole batch of keys; raise --queue-size or lower --batch-size"
+        )
     if cfg.negatives_start < 0:
         raise ConfigError("--negatives-start must be >= 0")
     if cfg.negatives_end is not None and cfg.negatives_end <= cfg.negatives_start:
         raise ConfigError("--negatives-end must be larger than --negatives-start")
     if cfg.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
+    if cfg.dataset == "builtin" and cfg.data is not None:
+        raise ConfigError(
+            f"--data {cfg.data} is given but --dataset builtin reads no files; pass the format "
+            f"of --data with --dataset (imagefolder, cifar10, ...)"
+        )
     check_mixing(cfg)
     return method
 
@@ -474,6 +516,7 @@ RESUMABLE_OVERRIDES = frozenset(
         "out",
         "workers",
         "log_every",
+        "progress_every",
         "checkpoint_every",
         "hardness_every",
         "stop_at",
@@ -534,7 +577,8 @@ def _default(value: Any, fallback: Any) -> Any:
 
 
 def _check_positive(cfg: TrainConfig, names: tuple[str, ...]) -> None:
+    """Each option is >= 1 (options left ``None`` take a preset's value and are not checked)."""
     for name in names:
         value = getattr(cfg, name)
-        if value < 1:
+        if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")

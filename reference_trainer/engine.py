@@ -11,21 +11,25 @@ Exact resume: the augmentation of each image is seeded by (run seed, step, image
 resumed run draws the same views whatever the number of workers, and every other random stream
 is in the checkpoint.
 
-Synchronisation: the loss is checked for non-finite values, and a stop request (SIGINT or
-SIGTERM) is agreed over ranks, once per ``log_every`` steps, together with the metrics flush,
-so the loop does not wait for the GPU every step. A checkpoint is only written after such a
-check, so the last checkpoint always precedes a non-finite loss.
+Synchronisation: the loss is checked for non-finite values, and a stop request (SIGINT,
+SIGTERM or SIGUSR1, see :mod:`reference_trainer.signals`) is agreed over ranks, once per
+``log_every`` steps, together with the metrics flush, so the loop does not wait for the GPU
+every step (one process alone stops at the next step). A checkpoint is only written after such
+a check, so the last checkpoint always precedes a non-finite loss.
+
+Nothing is written before everything is checked (options, data, schedule, networks); then the
+main rank claims the run directory (:func:`reference_trainer.checkpoint.claim_run_dir`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -48,9 +52,12 @@ from .config import (
 from .data.pipeline import TrainData, build_train_data
 from .devices import resolve_device
 from .diagnostics import Source, hardness, tag_generated
+from .errors import ConfigError
 from .methods import Embeddings, MethodOutput, StepContext
 from .models import ema_update
-from .reporting import MetricsLogger, Pending, StepInfo, progress_display, records, truncate_metrics
+from .reporting import MetricsLogger, Pending, RunProgress, StepInfo, records, truncate_metrics
+from .runlock import RunLock
+from .signals import StopRequest, exit_code
 
 
 class NonFiniteLossError(RuntimeError):
@@ -58,7 +65,19 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Interrupted(RuntimeError):
-    """SIGINT/SIGTERM stopped the run after a checkpoint was written."""
+    """A stop signal (SIGINT, SIGTERM, SIGUSR1) ended the run after a checkpoint was written.
+
+    Attributes:
+        signum: The signal; the process should exit with :attr:`exit_code`.
+    """
+
+    def __init__(self, message: str, *, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.signum)
 
 
 @dataclass
@@ -70,6 +89,7 @@ class TrainSummary:
     pairs_per_second: float
     seconds: float
     skipped_files: int
+    main: bool = True  # this process is the main rank (the one that reports)
 
 
 @dataclass
@@ -90,13 +110,24 @@ class Trainer:
         self.device = device
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.main = self.rank == 0
-        self.run_dir = Path(cfg.out)
+        self.lock: RunLock | None = None
+        # Everything is checked before the run directory is created: options, the resumed
+        # checkpoint, the directory itself, the data, the resolved schedule and the networks.
         state = None
         if cfg.resume is not None:
             state = ckpt.load(cfg.resume, map_location="cpu")
+            run_dir = ckpt.run_directory(cfg.out, cfg.resume)
             cfg = merge_resume_config(TrainConfig.from_dict(state["config"]), cfg)
-        check_options(cfg, world_size=self.world)  # before anything is written or read
-        ckpt.prepare_run_dir(self.run_dir, resuming=state is not None, main=self.main)
+            if cfg.stop_at is not None and cfg.stop_at <= state["step"]:
+                raise ConfigError(
+                    f"--stop-at {cfg.stop_at} is not after the checkpoint's step {state['step']}"
+                )
+        else:
+            run_dir = ckpt.run_directory(cfg.out, None)
+        cfg = dataclasses.replace(cfg, out=str(run_dir))
+        self.run_dir = run_dir
+        check_options(cfg, world_size=self.world)
+        ckpt.check_run_dir(run_dir, resuming=state is not None)
         self.data: TrainData = build_train_data(
             cfg, rank=self.rank, world_size=self.world, device=device
         )
@@ -124,8 +155,22 @@ class Trainer:
                     f"[yellow]resuming a {len(state['rng'])}-rank checkpoint on {self.world} "
                     "ranks: random streams are reseeded, so the continuation is not bit-exact[/]"
                 )
-            if self.main:
-                truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        # Only now is anything written: the directory, its lock, and on resume the logs cut
+        # back to the checkpoint.
+        _on_every_rank(lambda: self._claim(resuming=state is not None), self.device)
+
+    def _claim(self, *, resuming: bool) -> None:
+        if not self.main:
+            return
+        self.lock = ckpt.claim_run_dir(self.run_dir, resuming=resuming)
+        if resuming:
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+
+    def close(self) -> None:
+        """Release the run directory (the lock also ends with the process)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # ---------------------------------------------------------------------------- state
 
@@ -209,38 +254,72 @@ class Trainer:
 
     def run(self, *, show_progress: bool = True) -> TrainSummary:
         cfg, total = self.cfg, self.resolved.total_steps
-        stop = min(total, cfg.stop_at) if cfg.stop_at is not None else total
+        stop_step = min(total, cfg.stop_at) if cfg.stop_at is not None else total
         if self.main:
             save_config(cfg, self.run_dir / "config.yaml")
             self._describe()
-        logger = MetricsLogger(self.run_dir, enabled=self.main)
-        stop_requested = _StopFlag()
+        logger = MetricsLogger(self.run_dir, enabled=self.main, resumed_step=self.step)
+        stop = StopRequest()
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         pending: list[Pending] = []
         last_loss = float("nan")
         t_start = t_flush = time.perf_counter()
         step_at_flush = start = self.step
         skipped_total = 0
-
-        progress = progress_display(self.console, enabled=self.main and show_progress)
-        task = progress.add_task(
-            "pretraining",
+        progress = RunProgress(
+            self.console,
             total=total,
-            completed=self.step,
-            loss=float("nan"),
-            lr=0.0,
-            rate=0.0,
-            epoch=0,
+            done=self.step,
+            every=cfg.progress_every,
+            enabled=self.main and show_progress,
         )
+
+        def flush() -> int:
+            """Check the loss, agree on a stop over ranks, log the pending steps; returns the
+            agreed stop signal (0: none)."""
+            nonlocal last_loss, t_flush, step_at_flush
+            bad, signum = _agree(nonfinite, stop.signum, self.device)
+            if bad:
+                raise NonFiniteLossError(self._diverged())
+            now = time.perf_counter()
+            rate = (self.step - step_at_flush) * cfg.batch_size / max(now - t_flush, 1e-9)
+            t_flush, step_at_flush = now, self.step
+            lr = pending[-1].info.lr if pending else float("nan")
+            for record in records(pending, rate, self.device) if pending else []:
+                logger.write(record)
+                last_loss = record["loss"]
+            pending.clear()
+            last = self.step == stop_step or signum != 0
+            epoch = self.data.sampler.epoch
+            progress.update(self.step, loss=last_loss, lr=lr, rate=rate, epoch=epoch, last=last)
+            return signum
+
+        def save(consumed: int) -> None:
+            logger.flush()  # what the checkpoint covers is on disk before it
+            self.save(consumed)
+
         consumed = 0
         batches = self.data.iterate(self.step)
-        with progress, stop_requested, value_checks(cfg.check_inputs):
-            while self.step < stop:
+        with progress, stop, value_checks(cfg.check_inputs), contextlib.closing(logger):
+            while self.step < stop_step:
                 try:
                     batch = next(batches)
                 except StopIteration:
                     batches, consumed = self.data.iterate(self.step), 0
                     continue
+                except RuntimeError as e:
+                    # A DataLoader worker died while the main process waited for its batch:
+                    # the last step is complete, so keep it (one rank alone cannot save).
+                    if not _worker_died(e) or self.world > 1:
+                        raise
+                    signum = flush()
+                    save(consumed)
+                    if signum:
+                        raise self._interrupted(signum) from None
+                    raise RuntimeError(
+                        f"a DataLoader worker died ({_one_line(e)}); checkpoint saved at step "
+                        f"{self.step}; continue with --resume {self.run_dir}"
+                    ) from None
                 consumed += 1
                 if batch.skipped:
                     skipped_total += len(batch.skipped)
@@ -266,7 +345,6 @@ class Trainer:
                         )
                 except NonFiniteError as e:  # syn2co's checks saw diverged embeddings first
                     raise NonFiniteLossError(self._diverged(f"({e})")) from None
-                info = result.info
                 nonfinite |= ~torch.isfinite(result.loss)
                 counts = None
                 if sources is not None:  # the batch's composition, summed over ranks later
@@ -274,39 +352,23 @@ class Trainer:
                         [(sources == Source.REAL).sum(), (sources == Source.SYNTHETIC).sum()]
                     )
                 pending.append(
-                    Pending(self.step, result.loss, info, self.data.sampler.epoch, stats, counts)
+                    Pending(
+                        self.step, result.loss, result.info, self.data.sampler.epoch, stats, counts
+                    )
                 )
 
-                boundary = self.step % cfg.log_every == 0 or self.step == stop
-                ckpt_due = self.step % cfg.checkpoint_every == 0 or self.step == stop
-                if not (boundary or ckpt_due or stop_requested.local):
+                boundary = self.step % cfg.log_every == 0 or self.step == stop_step
+                ckpt_due = self.step % cfg.checkpoint_every == 0 or self.step == stop_step
+                # One process stops at the next step; several agree at the next boundary,
+                # where every rank meets (a signal reaches the ranks at different steps).
+                asked = stop.requested and self.world == 1
+                if not (boundary or ckpt_due or asked):
                     continue
-                bad, halt = _agree(nonfinite, stop_requested.local, self.device)
-                if bad:
-                    raise NonFiniteLossError(self._diverged())
-                now = time.perf_counter()
-                rate = (self.step - step_at_flush) * cfg.batch_size / max(now - t_flush, 1e-9)
-                t_flush, step_at_flush = now, self.step
-                for record in records(pending, rate, self.device):
-                    logger.write(record)
-                    last_loss = record["loss"]
-                pending.clear()
-                progress.update(
-                    task,
-                    completed=self.step,
-                    loss=last_loss,
-                    lr=info.lr,
-                    rate=rate,
-                    epoch=self.data.sampler.epoch,
-                )
-                if ckpt_due or halt:
-                    self.save(consumed)
-                if halt:
-                    raise Interrupted(
-                        f"stopped at step {self.step}; checkpoint saved in {self.run_dir}; "
-                        f"continue with --resume {self.run_dir}"
-                    )
-        logger.close()
+                signum = flush()
+                if ckpt_due or signum:
+                    save(consumed)
+                if signum:
+                    raise self._interrupted(signum)
         seconds = time.perf_counter() - t_start
         done = self.step - start
         return TrainSummary(
@@ -317,6 +379,15 @@ class Trainer:
             done * cfg.batch_size / max(seconds, 1e-9),
             seconds,
             skipped_total,
+            self.main,
+        )
+
+    def _interrupted(self, signum: int) -> Interrupted:
+        name = signal.Signals(signum).name
+        return Interrupted(
+            f"{name} at step {self.step}; checkpoint saved in {self.run_dir}; continue with "
+            f"--resume {self.run_dir}",
+            signum=signum,
         )
 
     def _diverged(self, detail: str = "") -> str:
@@ -358,7 +429,10 @@ def train(
     device = resolve_device(cfg.device)
     with process_group(device):
         trainer = Trainer(cfg, device, console)
-        return trainer.run(show_progress=show_progress)
+        try:
+            return trainer.run(show_progress=show_progress)
+        finally:
+            trainer.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,33 +440,41 @@ def train(
 # --------------------------------------------------------------------------------------------
 
 
-def _agree(nonfinite: Tensor, stop: bool, device: torch.device) -> tuple[bool, bool]:
-    """One synchronisation: any rank saw a non-finite loss, any rank was asked to stop."""
-    flags = torch.stack([nonfinite.to(device).float(), torch.tensor(float(stop), device=device)])
+def _on_every_rank(action: Callable[[], None], device: torch.device) -> None:
+    """Run ``action`` on every rank; if it fails on any, fail on all (no rank waits forever
+    in a collective for one that gave up)."""
+    error: Exception | None = None
+    try:
+        action()
+    except Exception as e:  # raised below, after the other ranks know
+        error = e
+    failed = error is not None
+    if distributed.world_size() > 1:
+        flag = torch.tensor(float(failed), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        failed = bool(flag.item())
+    if error is not None:
+        raise error
+    if failed:
+        raise ConfigError("another rank could not prepare the run; see its error")
+
+
+def _agree(nonfinite: Tensor, signum: int, device: torch.device) -> tuple[bool, int]:
+    """One synchronisation: any rank saw a non-finite loss; the stop signal any rank received
+    (the largest number when several did, 0 when none)."""
+    flags = torch.stack([nonfinite.to(device).float(), torch.tensor(float(signum), device=device)])
     if distributed.world_size() > 1:
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    bad, halt = flags.tolist()
-    return bool(bad), bool(halt)
+    bad, agreed = flags.tolist()
+    return bool(bad), int(agreed)
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag the loop checks; a second SIGINT interrupts at once."""
+def _worker_died(error: RuntimeError) -> bool:
+    """The error is PyTorch's report of a DataLoader worker that exited or was killed."""
+    text = str(error)
+    return "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by" in text)
 
-    def __init__(self) -> None:
-        self.local = False
-        self._old: dict[int, Any] = {}
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.local and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.local = True
-
-    def __enter__(self) -> _StopFlag:
-        with contextlib.suppress(ValueError):  # only the main thread may install handlers
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

@@ -9,8 +9,10 @@ reduced over the ranks in one collective.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,12 @@ from torch import Tensor
 
 from syn2co import distributed
 
+from .atomic import write_atomic
+
 __all__ = [
     "MetricsLogger",
     "Pending",
+    "RunProgress",
     "StepInfo",
     "progress_display",
     "records",
@@ -86,9 +91,16 @@ def records(pending: list[Pending], rate: float, device: torch.device) -> list[d
 
 
 class MetricsLogger:
-    """JSON lines per step in ``metrics.jsonl``, and TensorBoard when it is installed."""
+    """JSON lines per step in ``metrics.jsonl``, and TensorBoard when it is installed.
 
-    def __init__(self, run_dir: Path, *, enabled: bool) -> None:
+    Args:
+        run_dir: The run directory.
+        enabled: Write anything (the main rank only).
+        resumed_step: The step of the checkpoint a resumed run starts from: TensorBoard then
+            discards what the interrupted run logged after it (the steps are logged again).
+    """
+
+    def __init__(self, run_dir: Path, *, enabled: bool, resumed_step: int = 0) -> None:
         self.enabled = enabled
         self.file = open(run_dir / "metrics.jsonl", "a") if enabled else None  # noqa: SIM115
         self.tb: Any = None
@@ -96,7 +108,8 @@ class MetricsLogger:
             with contextlib.suppress(ImportError):
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+                purge = resumed_step + 1 if resumed_step > 0 else None
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
 
     def write(self, record: dict[str, Any]) -> None:
         if self.file is None:
@@ -108,6 +121,11 @@ class MetricsLogger:
                 if key != "step" and isinstance(value, float) and math.isfinite(value):
                     self.tb.add_scalar(key, value, record["step"])
 
+    def flush(self) -> None:
+        """Put everything logged so far on disk (before a checkpoint: what it covers stays)."""
+        if self.tb is not None:
+            self.tb.flush()
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
@@ -116,7 +134,8 @@ class MetricsLogger:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop the lines an interrupted run logged after its last checkpoint."""
+    """Drop the lines an interrupted run logged after its last checkpoint (and a torn last
+    line); the file is replaced atomically, so a kill meanwhile loses nothing."""
     if not path.exists():
         return
     keep = []
@@ -126,7 +145,8 @@ def truncate_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError, TypeError):
             continue
-    path.write_text("".join(line + "\n" for line in keep))
+    text = "".join(line + "\n" for line in keep)
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def progress_display(console: Console, *, enabled: bool) -> Progress:
@@ -142,3 +162,57 @@ def progress_display(console: Console, *, enabled: bool) -> Progress:
         disable=not enabled,
         transient=False,
     )
+
+
+class RunProgress:
+    """What a person watching a run sees: a live bar on a terminal; without one (a batch job's
+    log file) a plain line every ``every`` steps and at the last step.
+
+    Args:
+        console: Where to print (the main rank's).
+        total: The run's total steps.
+        done: Steps done before this process started (a resumed run).
+        every: Steps between two lines without a terminal.
+        enabled: Show anything (the main rank only).
+    """
+
+    def __init__(
+        self, console: Console, *, total: int, done: int, every: int, enabled: bool
+    ) -> None:
+        self.console = console
+        self.total = total
+        self.every = every
+        self.enabled = enabled
+        self.live = enabled and console.is_terminal
+        self.bar = progress_display(console, enabled=self.live)
+        self.task = self.bar.add_task(
+            "pretraining", total=total, completed=done, loss=math.nan, lr=0.0, rate=0.0, epoch=0
+        )
+        self._next_line = (done // every + 1) * every
+        self._start = (done, time.perf_counter())
+
+    def __enter__(self) -> RunProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def update(
+        self, step: int, *, loss: float, lr: float, rate: float, epoch: int, last: bool
+    ) -> None:
+        """The run reached ``step`` (at a metrics flush); ``last``: it stops there."""
+        self.bar.update(self.task, completed=step, loss=loss, lr=lr, rate=rate, epoch=epoch)
+        if not self.enabled or self.live or not (step >= self._next_line or last):
+            return
+        self._next_line = (step // self.every + 1) * self.every
+        first, t0 = self._start
+        per_step = (time.perf_counter() - t0) / max(step - first, 1)
+        left = datetime.timedelta(seconds=round(per_step * (self.total - step)))
+        self.console.print(
+            f"step {step}/{self.total} ({100 * step / self.total:.0f}%) | epoch {epoch} | "
+            f"loss {loss:.4f} | lr {lr:.2e} | {rate:.0f} img/s | {left} left",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )

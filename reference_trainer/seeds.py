@@ -3,7 +3,8 @@
 Two kinds of derivation, each written once:
 
 * :func:`stream_seed`: the seed of a long-lived stream (initial weights, queue initialisation,
-  synthetic negatives, drop-path), optionally different per rank;
+  synthetic negatives, drop-path, the data loader, Python's ``random``), optionally different per
+  rank;
 * :func:`hashed_seed`: a stable 63-bit hash of a key, for the many short-lived streams seeded by
   position (one image's augmentation at one step, a generator call, a GPU batch), so they are
   the same whatever the number of workers or ranks and after a resume.
@@ -27,6 +28,8 @@ class Stream(Enum):
     QUEUES = "queues"  # the random initial rows of the negative queues
     NEGATIVES = "negatives"  # pool picks, coefficients and noise of the synthetic negatives
     DROP_PATH = "drop-path"  # the global torch RNG during training: drop-path differs per rank
+    LOADER = "loader"  # the training DataLoader's own generator (its workers' base seed)
+    PYTHON = "python"  # Python's global ``random`` in the training process, per rank
 
 
 def stream_seed(seed: int, stream: Stream, rank: int = 0) -> int:
@@ -42,6 +45,10 @@ def stream_seed(seed: int, stream: Stream, rank: int = 0) -> int:
         return seed + 1
     if stream is Stream.NEGATIVES:
         return seed * 1009 + rank
+    if stream is Stream.LOADER:
+        return seed * 7919 + 7907 + rank
+    if stream is Stream.PYTHON:
+        return seed * 7919 + 7901 + rank
     return seed * 7919 + 17 + rank
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -373,6 +373,8 @@ def raw_loader(
     workers: int,
     decode_in_worker: bool = False,
     prefetch_factor: int = 4,
+    generator: torch.Generator | None = None,
+    worker_init_fn: Callable[[int], None] | None = None,
 ) -> DataLoader[RawSample]:
     """A DataLoader of :class:`RawBatch` for :class:`GpuTwoViewPipeline`.
 
@@ -382,6 +384,8 @@ def raw_loader(
         workers: DataLoader worker processes (they only read files and run the PIL fallback).
         decode_in_worker: Decode JPEGs in the workers (for a CPU device).
         prefetch_factor: Batches loaded ahead per worker.
+        generator: The stream the workers' base seed is drawn from (default: the global one).
+        worker_init_fn: Called in each worker at its start.
 
     Returns:
         The loader (not pinned: the JPEG bytes are read by the decoder on the host).
@@ -391,6 +395,8 @@ def raw_loader(
         batch_sampler=batch_sampler,
         num_workers=workers,
         collate_fn=collate_raw,
+        generator=generator,
+        worker_init_fn=worker_init_fn,
         persistent_workers=workers > 0,
         prefetch_factor=prefetch_factor if workers > 0 else None,
     )

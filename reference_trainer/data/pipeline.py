@@ -21,7 +21,8 @@ from syn2co.samplers import MixedDataset, MixedSourceBatchSampler, RatioSchedule
 
 from ..config import Resolved, TrainConfig, check_mixing
 from ..errors import ConfigError
-from ..seeds import hashed_seed
+from ..seeds import Stream, hashed_seed, stream_seed, torch_generator
+from ..signals import ignore_stop_signals
 from .base import ImageDataset
 from .datasets import build_dataset
 from .gpu_loader import GpuTwoViewPipeline, raw_loader, resolve_loader
@@ -166,6 +167,9 @@ class TrainData:
             else MixedDataset(cast(Any, self.real), cast(Any, self.synthetic))
         )
         batches = StepSeededBatches(self.sampler, cfg.seed)
+        # The loader draws its workers' base seed at every new iterator: from its own stream,
+        # never from the global one that drop-path uses (that would shift drop-path on resume).
+        generator = torch_generator(stream_seed(cfg.seed, Stream.LOADER, self.rank))
         if resolve_loader(cfg.loader, self.device) == "gpu":
             # Workers read bytes; decoding and the two views happen in batches on the device.
             self.gpu = GpuTwoViewPipeline(AugmentationConfig.for_size(cfg.img_size), self.device)
@@ -174,6 +178,8 @@ class TrainData:
                 batches,
                 workers=cfg.workers,
                 decode_in_worker=self.device.type != "cuda",
+                generator=generator,
+                worker_init_fn=ignore_stop_signals,
             )
             return
         transform = TwoViewTransform(AugmentationConfig.for_size(cfg.img_size))
@@ -181,6 +187,8 @@ class TrainData:
             SeededTwoViews(dataset, transform),
             batch_sampler=batches,
             num_workers=cfg.workers,
+            generator=generator,
+            worker_init_fn=ignore_stop_signals,  # the main process stops them after a checkpoint
             collate_fn=collate_two_views,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=cfg.workers > 0,

@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-#: A model small enough for a few CPU steps per second: one block of width 32.
-TINY_DEIT = [
-    "--arch",
-    "deit_s",
-    "--depth",
-    "1",
-    "--embed-dim",
-    "32",
-    "--num-heads",
-    "2",
-    "--proj-hidden",
-    "64",
-    "--proj-dim",
-    "32",
-]
+
+def tiny_deit(depth: int) -> list[str]:
+    """A DeiT of ``depth`` blocks of width 32: a few CPU steps per second."""
+    return [
+        "--arch",
+        "deit_s",
+        "--depth",
+        str(depth),
+        "--embed-dim",
+        "32",
+        "--num-heads",
+        "2",
+        "--proj-hidden",
+        "64",
+        "--proj-dim",
+        "32",
+    ]
+
+
+#: One block (timm gives the only block no drop-path).
+TINY_DEIT = tiny_deit(1)
+#: Two blocks, so that the second one has drop-path (rate = the preset's: 0.2 MoBY, 0.1 MoCo v3).
+TINY_DEIT_2 = tiny_deit(2)
 TINY_SWIN = [
     "--arch",
     "swin_t",
@@ -60,6 +77,89 @@ def tiny_run(out: Path, *extra: str, arch: list[str] = TINY_DEIT) -> list[str]:
         "2",
         *extra,
     ]
+
+
+def train_command(run: Path, *extra: str) -> list[str]:
+    """``syn2co-train run`` of the tiny model as a real process (this checkout's code)."""
+    return [sys.executable, "-m", "reference_trainer.cli", *tiny_run(run, *extra)]
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child process that imports this checkout's packages."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}
+
+
+def wait_for(
+    condition: Callable[[], bool], process: subprocess.Popen[bytes], seconds: float = 120
+) -> None:
+    """Poll ``condition`` until it holds; fail if ``process`` ends first or time runs out."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def records(run: Path) -> list[dict[str, Any]]:
+    """The metrics lines without the wall-clock throughput (the only field allowed to differ)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "img_per_s"} for line in lines]
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a nested checkpoint (dicts, lists, tuples), keyed by its path."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out |= flatten(item, f"{prefix}{key}.")
+        return out
+    if isinstance(value, list | tuple):
+        out = {}
+        for i, item in enumerate(value):
+            out |= flatten(item, f"{prefix}{i}.")
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def assert_same_state(a: Path, b: Path, parts: tuple[str, ...] = ()) -> None:
+    """Two run directories hold bit-identical checkpoints (the config's paths aside)."""
+    sa = torch.load(a / "checkpoint.pt", weights_only=False)
+    sb = torch.load(b / "checkpoint.pt", weights_only=False)
+    for state in (sa, sb):
+        del state["config"]["out"], state["config"]["resume"], state["config"]["stop_at"]
+    fa, fb = flatten(sa), flatten(sb)
+    assert fa.keys() == fb.keys()
+    for key, value in fa.items():
+        other = fb[key]
+        same = (
+            value.dtype == other.dtype and torch.equal(value, other)
+            if isinstance(value, torch.Tensor)
+            else value == other
+        )
+        assert same, f"{key} differs"
+    # what is compared is what matters: each part of the run is there
+    for part in ("online.", "target.", "optimizer.state.", "sampler.", "rng.0.torch", *parts):
+        assert any(k.startswith(part) for k in fa), part
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def become_rank(rank: int, port: int, world_size: int = 2) -> None:
+    """Give this process the environment ``torchrun`` gives ``rank`` on this machine."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world_size),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

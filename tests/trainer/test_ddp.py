@@ -9,8 +9,6 @@ of floating-point reductions.
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,8 @@ import torch.multiprocessing as mp
 
 from reference_trainer.config import TrainConfig
 from reference_trainer.engine import train
+
+from .conftest import become_rank, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
@@ -53,21 +53,8 @@ def config(out: Path, method: str) -> TrainConfig:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rank_main(rank: int, port: int, root: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE="2",
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+    become_rank(rank, port)
     for method in ("moby", "mocov3"):
         train(config(Path(root) / f"ddp-{method}", method), show_progress=False)
 
