@@ -16,7 +16,7 @@ loop), ``step`` (the loss alone; a whole forward + backward step, shared or naiv
 or bf16 autocast) and ``logits`` (the synthetic negatives' logits, forward + backward to the
 query: ``synthetic_logits`` against ``synthesize`` + cosines, the per-query loop and the
 published construction). The references and the checks that they compute the same maths
-live in ``references.py``; the checks run once per session and preset, outside timing. For a
+live in ``references.py``; the checks run once per preset and pytest run, outside timing. For a
 markdown table of medians and ratios, run ``python benchmarks/synthesize_table.py`` (and
 ``python benchmarks/synthetic_logits_table.py`` for the logits, with peak memory). Timings
 are never asserted.

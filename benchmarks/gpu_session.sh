@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One GPU session's measurements, in stages that each fit a 10-minute call. Results go to
-# $OUT (or ./gpu-results): markdown tables and JSON lines, copied into docs/benchmarks.md by
-# hand with the device, date and command.
+# The GPU measurements of docs/benchmarks.md, in stages that each finish within 10 minutes.
+# Results go to $OUT (or ./gpu-results): markdown tables and JSON lines, to be copied into
+# docs/benchmarks.md with the device, date, commit and command.
 #
 #   bash benchmarks/gpu_session.sh check      # GPU tests, synthesize table, eager step throughput
 #   bash benchmarks/gpu_session.sh compiled   # compiled step throughput (one config per process)
@@ -45,9 +45,11 @@ case "$stage" in
     ;;
   input)
     info > "$out/env.txt"
-    # ImageNet-sized JPEGs are generated into /tmp on the first call and reused after
+    # ImageNet-sized JPEGs are generated into /tmp on the first call and reused after, from
+    # the CIFAR-10 JPEG archive $CIFAR_ARCHIVE when it is set (random images otherwise)
     timeout 560 python3 benchmarks/input_pipeline.py --device cuda --workers 8,16 --compile \
-      --data /tmp/syn2co-jpegs --out "$out/input_pipeline.jsonl" 2>&1 | tail -20
+      --data /tmp/syn2co-jpegs ${CIFAR_ARCHIVE:+--cifar-archive "$CIFAR_ARCHIVE"} \
+      --out "$out/input_pipeline.jsonl" 2>&1 | tail -20
     ;;
   generators)
     info > "$out/env.txt"

@@ -1,8 +1,9 @@
 """Input pipeline throughput: the CPU path (PIL in DataLoader workers) against the GPU path.
 
-Measures, on a folder of ImageNet-sized JPEGs (generated if missing: CIFAR-10 images from
-``/work/shared/data/cifar10-jpeg.tar.gz`` upscaled to 320-500 x 280-420 px with a little noise
-and re-encoded at quality 90, or random images with ``--source random``):
+Measures, on a folder of ImageNet-sized JPEGs (generated if missing: the images of a CIFAR-10
+JPEG archive given by ``--cifar-archive`` (a ``.tar.gz`` of ``<split>/<class>/<image>.jpg``)
+upscaled to 320-500 x 280-420 px with a little noise and re-encoded at quality 90, or random
+smooth colour fields without an archive or with ``--source random``):
 
 * ``loader``: image pairs/s each input path delivers, for each number of workers:
 
@@ -76,7 +77,6 @@ from reference_trainer.data.transforms import (
 from reference_trainer.engine import Trainer
 from syn2co.samplers import MixedSourceBatchSampler
 
-CIFAR_TAR = Path("/work/shared/data/cifar10-jpeg.tar.gz")
 TINY_MODEL = {"depth": 1, "embed_dim": 32, "num_heads": 2, "proj_hidden": 64, "proj_dim": 32}
 
 
@@ -89,7 +89,9 @@ def _random_size(rng: random.Random) -> tuple[int, int]:
     return rng.randint(320, 500), rng.randint(280, 420)
 
 
-def generate(root: Path, count: int, source: str, seed: int = 0) -> None:
+def generate(
+    root: Path, count: int, source: str, archive: Path | None = None, seed: int = 0
+) -> None:
     """Write ``count`` JPEGs of 320-500 x 280-420 px into ``root/<class>/``."""
     rng = random.Random(seed)
     nprng = np.random.default_rng(seed)
@@ -103,8 +105,8 @@ def generate(root: Path, count: int, source: str, seed: int = 0) -> None:
         out = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         out.save(folder / f"{i:06d}.jpg", quality=90)
 
-    if source == "cifar" and CIFAR_TAR.exists():
-        with tarfile.open(CIFAR_TAR) as tar:
+    if source == "cifar" and archive is not None:
+        with tarfile.open(archive) as tar:
             done = 0
             for member in tar:
                 if done >= count:
@@ -377,6 +379,12 @@ def main() -> None:
     p.add_argument("--data", default=None, help="image folder (default: generated in a temp dir)")
     p.add_argument("--generate", type=int, default=None, help="images to generate if missing")
     p.add_argument("--source", default="cifar", choices=["cifar", "random"])
+    p.add_argument(
+        "--cifar-archive",
+        type=Path,
+        default=None,
+        help="CIFAR-10 JPEG archive (.tar.gz) to generate from (default: random images)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--workers", default="4,8,16", help="comma-separated worker counts")
     p.add_argument("--paths", default="cpu,gpu", help="cpu, gpu, gpu-workerdecode")
@@ -418,7 +426,7 @@ def main() -> None:
     root = Path(args.data)
     need = args.generate or (args.batch_size * (args.batches + args.warmup + 2))
     if not root.exists() or not any(root.iterdir()):
-        generate(root, need, args.source)
+        generate(root, need, args.source, args.cifar_archive)
     try:
         ds = ImageFolderDataset(root)
         cfg = AugmentationConfig.for_size(args.img_size)

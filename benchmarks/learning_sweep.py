@@ -1,7 +1,7 @@
 """Short pretraining runs with kNN evaluation, for a grid of configurations.
 
-Used to choose the demo's and the learning test's settings and to compare methods with and
-without synthetic negatives at equal steps. Each configuration pretrains from scratch, then
+Compares the demo's and the learning test's settings with variants of them, and methods with
+and without synthetic negatives, at equal steps. Each configuration pretrains from scratch, then
 the weighted kNN (k=20) of the pretrained backbone and of the same backbone at random
 initialisation is measured on the validation split.
 

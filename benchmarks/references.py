@@ -65,7 +65,8 @@ class Preset:
     dim: int
 
 
-#: The issue's sizes: SynCo v1 with a MoCo v2 queue, SynCo v2 with a MoBY queue.
+#: The benchmarked sizes, those of the speed targets on docs/benchmarks.md: SynCo v1 with a
+#: MoCo v2 queue, SynCo v2 with a MoBY queue.
 PRESETS: tuple[Preset, ...] = (
     Preset("SYNCO_V1", SYNCO_V1, batch=256, bank=65536, dim=128),
     Preset("SYNCO_V2", SYNCO_V2, batch=256, bank=4096, dim=256),

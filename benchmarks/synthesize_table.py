@@ -5,9 +5,9 @@ Run from the repository root, with syn2co installed (``pip install -e .``) or
 
     python benchmarks/synthesize_table.py --device cpu             # full sizes, a few minutes
     python benchmarks/synthesize_table.py --device cpu --quick     # loop on a query subset
-    python benchmarks/synthesize_table.py --device cuda            # about 2 minutes on an H100
+    python benchmarks/synthesize_table.py --device cuda            # on a GPU
 
-For each preset of the issue (SYNCO_V1 at B=256, K=65536, D=128; SYNCO_V2 at B=256, K=4096,
+For each benchmarked preset (SYNCO_V1 at B=256, K=65536, D=128; SYNCO_V2 at B=256, K=4096,
 D=256) it first checks that the references compute what syn2co computes (``references.py``:
 exact agreement with a pool of one and fixed coefficients, matching statistics with random
 picks), then times three groups of cases and prints medians and ratios to each group's
@@ -375,7 +375,8 @@ def group_rows(group: Group, times: dict[str, list[float]]) -> list[str]:
 
 
 def summary_lines(preset: Preset, medians: dict[str, float]) -> list[str]:
-    """The issue's targets as speed-ups: reference time / syn2co time (> 1: syn2co faster)."""
+    """The speed targets of docs/benchmarks.md as speed-ups: reference time / syn2co time (> 1:
+    syn2co faster)."""
     loop = "reference: per-query loop"
     published = "reference: published construction (1-4 vectorised, 5-6 autograd loop)"
     targets = (

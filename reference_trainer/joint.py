@@ -1,7 +1,7 @@
 """Jointly learned generators in the trainer: hard samples and hard positive pairs.
 
 The trainer's side of :mod:`syn2co.generators` ("Synthetic Data Can Also Teach", Wu et al.
-2023; METHODS.md, section 5). :class:`JointGenerators` owns the generator(s), their AdamW
+2023). :class:`JointGenerators` owns the generator(s), their AdamW
 optimizers and the pair-similarity schedule; the engine needs four calls::
 
     joint = JointGenerators("both", image_size=32, total_steps=steps).to(device)

@@ -3,7 +3,7 @@
 Backbones are timm ViTs, DeiTs, Swins and ResNets (:mod:`reference_trainer.resnets`: the CIFAR
 stem at small sizes, tiny-model overrides).
 
-timm facts this module relies on (METHODS.md, section 3): ``create_model(name,
+timm facts this module relies on: ``create_model(name,
 num_classes=0)`` returns pooled features; small images need smaller patches (DeiT-S at 32 px:
 ``patch_size=4``; Swin-T at 32 px: ``patch_size=2, window_size=4``, or its feature map
 collapses to 1x1); after an ``img_size`` override ``pretrained_cfg`` still says 224, so the

@@ -2,7 +2,7 @@
 
 Every function here works in a plain single process (no ``torch.distributed`` initialisation):
 rank 0 of a world of size 1, and gathering returns the input. With a process group they follow
-the distributed contract of the methods (METHODS.md, section 2):
+the distributed contract of the methods (the documentation's concepts page explains it):
 
 * keys from a momentum encoder are gathered **without** gradient (:func:`gather`);
 * an in-batch loss that needs gradients through other ranks' embeddings uses

@@ -1,7 +1,7 @@
 """Jointly learned generators of hard samples and hard positive pairs.
 
 After "Synthetic Data Can Also Teach: Synthesizing Effective Data for Unsupervised Visual
-Representation Learning" (Wu, Wang, Zeng, Shi and Hu, AAAI 2023; METHODS.md, section 5). Two
+Representation Learning" (Wu, Wang, Zeng, Shi and Hu, AAAI 2023, arXiv:2202.06464). Two
 kinds of synthetic data are learned *with* the encoder rather than generated once, offline:
 
 * **Hard samples.** A generator ascends the encoder's contrastive loss on its own samples (the

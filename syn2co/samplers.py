@@ -1,4 +1,4 @@
-"""Mixing real and synthetic images in every batch (Syn2Co, METHODS.md section 5).
+"""Mixing real and synthetic images in every batch (Syn2Co, arXiv:2509.02029).
 
 Syn2Co pretrains on real images, on a diffusion-generated clone of the dataset ("Fake it till
 you make it", Sariyildiz et al. 2023), or on both mixed at a chosen ratio. This module provides:
@@ -309,7 +309,7 @@ class MixedDataset(Dataset[tuple[T_co, int]]):
 
     Indices ``0 .. len(real) - 1`` address the real dataset and
     ``len(real) .. len(real) + len(synthetic) - 1`` the synthetic one (Syn2Co's real/synthetic
-    mixing, METHODS.md section 5). Item ``i`` is ``(sample, source)`` with ``source`` equal to
+    mixing). Item ``i`` is ``(sample, source)`` with ``source`` equal to
     :data:`REAL` (0) or :data:`SYNTHETIC` (1). Use it with :class:`MixedSourceBatchSampler`.
 
     Args:
@@ -461,7 +461,7 @@ class _Stream:
 class MixedSourceBatchSampler(Sampler[list[int]]):
     """Batches of :class:`MixedDataset` indices with a fixed real/synthetic composition.
 
-    Serves Syn2Co's mixed pretraining (METHODS.md section 5). Pass it to a
+    Serves Syn2Co's mixed pretraining. Pass it to a
     ``torch.utils.data.DataLoader`` as ``batch_sampler``; each batch is a list of indices into
     a :class:`MixedDataset` with ``real_size`` real and ``synthetic_size`` synthetic samples.
 

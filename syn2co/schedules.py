@@ -7,9 +7,9 @@ no tensors, no state. They serve three uses in syn2co:
   (Chen et al. 2021) and MoBY (Xie et al. 2021);
 * the momentum of the EMA target encoder, raised from e.g. 0.99 to 1 along a half cosine
   (BYOL, Grill et al. 2020; MoCo v3);
-* the window of optimizer steps during which synthetic hard negatives are active (SynCo,
-  METHODS.md section 1). Windows are counted in optimizer steps, never in per-GPU iterations,
-  which avoids the epoch-counting flaw of the official SynCo v2 code.
+* the window of optimizer steps during which synthetic hard negatives are active (SynCo).
+  Windows are counted in optimizer steps, never in per-GPU iterations, which avoids the
+  epoch-counting flaw of the official SynCo v2 code.
 """
 
 from __future__ import annotations
@@ -159,9 +159,8 @@ def in_window(step: int, start: int, end: int | None) -> bool:
 class ActiveWindow:
     """The half-open window ``[start, end)`` of optimizer steps in which a feature is active.
 
-    The synthetic hard negatives of SynCo are switched on inside such a window (METHODS.md,
-    section 1); ``end=None`` keeps them on forever. ``step in window`` and
-    ``window.active(step)`` are equivalent.
+    The synthetic hard negatives of SynCo are switched on inside such a window; ``end=None``
+    keeps them on forever. ``step in window`` and ``window.active(step)`` are equivalent.
 
     Args:
         start: First active optimizer step (>= 0).

@@ -11,6 +11,9 @@
    every API page documents each name of its module's ``__all__``.
 3. Every public module of ``syn2co`` has an API page, and ``scripts/make_figures.py`` still
    draws the figures the pages embed.
+4. The built site reads offline: no page or stylesheet loads a script, stylesheet, font, image
+   or frame from outside the site, every internal link and anchor resolves, and every formula
+   was rendered to MathML at build time (``scripts/mathml_hook.py``): no TeX is left in a page.
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import posixpath
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from html import unescape
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import torch
@@ -251,6 +258,29 @@ def test_every_public_module_has_an_api_page() -> None:
     assert public <= documented, f"modules without an API page: {sorted(public - documented)}"
 
 
+# Words about how the project is made rather than about the software (the measurement pages and
+# the benchmark scripts state machine, date, commit, command and result, or "not yet measured").
+_DEVELOPMENT_TALK = re.compile(
+    r"\b(issues?|sessions?|pending|we could(?: not)?|earlier code|earlier version)\b", re.IGNORECASE
+)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        DOCS / "benchmarks.md",
+        DOCS / "trainer" / "index.md",
+        *sorted((ROOT / "benchmarks").glob("*.py")),
+        *sorted((ROOT / "benchmarks").glob("*.sh")),
+    ],
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
+)
+def test_measurement_pages_speak_about_the_software(path: Path) -> None:
+    text = path.read_text(encoding="utf-8").replace('scope="session"', "")  # pytest's term
+    found = [m.group() for m in _DEVELOPMENT_TALK.finditer(text)]
+    assert not found, f"{path.relative_to(ROOT)}: {found}"
+
+
 def test_pages_embed_existing_figures() -> None:
     for page in _pages():
         for image in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
@@ -270,3 +300,296 @@ def test_make_figures_draws_every_figure(tmp_path: Path) -> None:
     for path in paths:
         assert path.read_bytes().startswith(b"\x89PNG"), path
         assert (DOCS / "img" / path.name).is_file(), f"docs/img/{path.name} is not committed"
+
+
+# --------------------------------------------------------------------------------------------
+# 4. The built site reads offline
+# --------------------------------------------------------------------------------------------
+
+# Attributes through which a tag makes the browser fetch something when the page loads.
+_LOADS = {
+    "script": ("src",),
+    "img": ("src", "srcset"),
+    "source": ("src", "srcset"),
+    "iframe": ("src",),
+    "frame": ("src",),
+    "embed": ("src",),
+    "object": ("data",),
+    "video": ("src", "poster"),
+    "audio": ("src",),
+    "track": ("src",),
+    "input": ("src",),
+}
+# <link rel=...> values that fetch their href (rel="canonical", "next", ... only name a page).
+_LINK_LOADS = {
+    "stylesheet",
+    "icon",
+    "apple-touch-icon",
+    "mask-icon",
+    "manifest",
+    "preload",
+    "prefetch",
+    "modulepreload",
+    "preconnect",
+    "dns-prefetch",
+}
+_CSS_URL = re.compile(
+    r"""url\(\s*(['"]?)(?P<url>[^'")]*)\1\s*\)|@import\s+(['"])(?P<imp>[^'"]*)\3"""
+)
+# Text that is TeX rather than prose: delimiters, or a command such as \frac or \tau.
+_TEX = re.compile(
+    r"\\[()\[\]]|\$\$|\\[A-Za-z]{2,}|(?<![\w$])\$(?=[^\s$])[^$\n]{1,200}(?<=[^\s$])\$(?!\w)"
+)
+_NOT_PROSE = {"code", "pre", "script", "style", "textarea", "kbd", "samp"}
+
+
+@dataclass
+class ScannedPage:
+    """What one built HTML page loads, links to, defines and says."""
+
+    loads: list[tuple[str, str]] = field(default_factory=list)  # (what, url)
+    links: list[str] = field(default_factory=list)  # <a href>
+    ids: set[str] = field(default_factory=set)
+    text: list[str] = field(default_factory=list)  # prose, outside code and math
+    math: list[str] = field(default_factory=list)  # the text inside each <math>
+    math_errors: int = 0
+    arithmatex: int = 0  # elements marked for rendering that were left as they are
+
+
+class _Scanner(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.page = ScannedPage()
+        self._skip = 0  # depth inside code, pre, script, style
+        self._math = 0  # depth inside <math>
+        self._style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if "id" in a:
+            self.page.ids.add(a["id"])
+        if tag == "a" and "name" in a:
+            self.page.ids.add(a["name"])
+        if "arithmatex" in a.get("class", "").split():
+            self.page.arithmatex += 1
+        for attr in _LOADS.get(tag, ()):
+            if not a.get(attr):
+                continue
+            # srcset: "url 2x, url 3x"; every other attribute holds one URL
+            urls = [u.split()[0] for u in a[attr].split(",") if u.strip()]
+            self.page.loads += [
+                (f"<{tag} {attr}>", u) for u in (urls if attr == "srcset" else [a[attr]])
+            ]
+        if tag == "link" and _LINK_LOADS & set(a.get("rel", "").lower().split()):
+            self.page.loads.append((f"<link rel={a['rel']}>", a.get("href", "")))
+        if tag == "a" and a.get("href"):
+            self.page.links.append(a["href"])
+        if a.get("style"):
+            self.page.loads += [("style attribute", u) for u in css_urls(a["style"])]
+        if tag == "math":
+            self._math += 1
+            self.page.math.append("")
+        if tag == "merror":
+            self.page.math_errors += 1
+        if tag in _NOT_PROSE:
+            self._skip += 1
+        self._style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _NOT_PROSE:
+            self._skip = max(0, self._skip - 1)
+        if tag == "math":
+            self._math = max(0, self._math - 1)
+        self._style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._style:
+            self.page.loads += [("<style>", u) for u in css_urls(data)]
+        if self._math:
+            self.page.math[-1] += data
+        elif not self._skip:
+            self.page.text.append(data)
+
+
+def scan_page(html: str) -> ScannedPage:
+    scanner = _Scanner()
+    scanner.feed(html)
+    scanner.close()
+    return scanner.page
+
+
+def css_urls(css: str) -> list[str]:
+    """The URLs a piece of CSS fetches: ``url(...)`` and ``@import``."""
+    return [m["url"] if m["url"] is not None else m["imp"] for m in _CSS_URL.finditer(css)]
+
+
+def is_external(url: str) -> bool:
+    """Whether fetching the URL leaves the site (``data:`` URLs are part of the page)."""
+    parts = urlsplit(url)
+    return bool(parts.netloc) or parts.scheme not in ("", "data")
+
+
+def _site_pages(site: Path) -> dict[str, ScannedPage]:
+    return {
+        path.relative_to(site).as_posix(): scan_page(path.read_text("utf-8"))
+        for path in sorted(site.rglob("*.html"))
+    }
+
+
+def _resolve(site: Path, page: str, url: str, base_path: str) -> tuple[str | None, str]:
+    """The site file a local URL of ``page`` points at (None if missing), and its fragment."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if path.startswith("/"):  # root-relative (the 404 page): under site_url's path
+        target = posixpath.normpath(path[len(base_path) :] if path.startswith(base_path) else path)
+    elif path:
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(page), path))
+    else:
+        target = page
+    target = target.lstrip("/")
+    for candidate in (target, posixpath.join(target, "index.html")):
+        if candidate not in ("", ".") and (site / candidate).is_file():
+            return candidate, parts.fragment
+    if target in ("", "."):
+        return "index.html", parts.fragment
+    return None, parts.fragment
+
+
+def _base_path() -> str:
+    return urlsplit(_config().get("site_url") or "/").path.rstrip("/") + "/"
+
+
+def find_offline_problems(site: Path) -> list[str]:
+    """Everything on the built site that a reader without a network would miss."""
+    problems = []
+    for page, scanned in _site_pages(site).items():
+        problems += [
+            f"{page}: {what} loads {url}" for what, url in scanned.loads if is_external(url)
+        ]
+    for css in sorted(site.rglob("*.css")):
+        for url in css_urls(css.read_text("utf-8")):
+            if is_external(url):
+                problems.append(f"{css.relative_to(site).as_posix()}: url({url})")
+    return problems
+
+
+def find_broken_links(site: Path) -> list[str]:
+    """Internal links, anchors and loaded files that do not exist on the built site."""
+    pages = _site_pages(site)
+    base = _base_path()
+    problems = []
+    for page, scanned in pages.items():
+        local_loads = [url for _, url in scanned.loads if not is_external(url)]
+        for url in local_loads + scanned.links:
+            if is_external(url) or url.startswith("data:"):
+                continue
+            target, fragment = _resolve(site, page, url, base)
+            if target is None:
+                problems.append(f"{page}: {url} points at no file")
+            elif fragment and target.endswith(".html") and fragment not in pages[target].ids:
+                problems.append(f"{page}: {url}: no id {fragment!r} in {target}")
+    return problems
+
+
+def find_unrendered_math(site: Path) -> list[str]:
+    """TeX left in the built pages: marked formulas, delimiters or commands in the prose."""
+    problems = []
+    for page, scanned in _site_pages(site).items():
+        if scanned.arithmatex:
+            problems.append(f"{page}: {scanned.arithmatex} formulas left for a script to render")
+        if scanned.math_errors:
+            problems.append(f"{page}: {scanned.math_errors} <merror> elements")
+        problems += [f"{page}: TeX inside <math>: {m!r}" for m in scanned.math if "\\" in m]
+        prose = " ".join(scanned.text)
+        problems += [f"{page}: TeX in the text: {m.group()!r}" for m in _TEX.finditer(prose)]
+    return problems
+
+
+def test_site_checks_catch_what_they_look_for(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "index.html").write_text(
+        '<p id="here">$x$ and \\(y\\)</p><a href="../b.html#nowhere">b</a><a href="#here">.</a>'
+        '<a href="https://example.org/">fine: a link, not a load</a><code>\\tau, $HOME$</code>'
+        '<script src="https://cdn.example/x.js"></script><img src="//cdn.example/i.png">'
+        '<span class="arithmatex">\\(z\\)</span><img src="missing.png">'
+        '<img src="data:image/png;base64,AAAA"><math><mi>\\foo</mi></math>',
+        encoding="utf-8",
+    )
+    (tmp_path / "b.html").write_text('<h1 id="top">b</h1>', encoding="utf-8")
+    (tmp_path / "s.css").write_text(
+        '@font-face{src:url("https://fonts.example/f.woff2")} a{background:url(data:x)}',
+        encoding="utf-8",
+    )
+    assert find_offline_problems(tmp_path) == [
+        "a/index.html: <script src> loads https://cdn.example/x.js",
+        "a/index.html: <img src> loads //cdn.example/i.png",
+        "s.css: url(https://fonts.example/f.woff2)",
+    ]
+    assert find_broken_links(tmp_path) == [
+        "a/index.html: missing.png points at no file",
+        "a/index.html: ../b.html#nowhere: no id 'nowhere' in b.html",
+    ]
+    unrendered = find_unrendered_math(tmp_path)
+    assert unrendered[0] == "a/index.html: 1 formulas left for a script to render"
+    assert unrendered[1] == "a/index.html: TeX inside <math>: '\\\\foo'"
+    assert {p.split(": ", 2)[2] for p in unrendered[2:]} == {"'$x$'", "'\\\\('", "'\\\\)'"}
+
+
+def _mathml_hook() -> Any:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        return importlib.import_module("mathml_hook")
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+
+
+def test_math_hook_renders_formulas_and_refuses_what_it_cannot() -> None:
+    hook = _mathml_hook()
+    page = (
+        '<p>cost <span class="arithmatex">\\(a \\sim U(0, 1)\\)</span></p>\n'
+        '<div class="arithmatex">\\[\\sum_{j=1}^{K} e^{s_j/\\tau}\\]</div>'
+    )
+    html = hook.render_math(page, "page.md")
+    assert "arithmatex" not in html and "\\" not in html
+    assert '<math xmlns="http://www.w3.org/1998/Math/MathML" display="inline">' in html
+    assert "<mo>&#x0223C;</mo>" in html  # \sim as a relation, not a tilde identifier
+    assert '<div class="math-display"><math' in html and 'display="block"' in html
+    assert "<munderover><mo>&#x02211;</mo>" in html  # display: limits below and above
+    with pytest.raises(hook.MathError, match="left in the MathML"):
+        hook.tex_to_mathml("\\unknowncommand x", display=False)
+    with pytest.raises(hook.MathError):
+        hook.tex_to_mathml("\\operatorname*{top-N}_n", display=True)
+
+
+@pytest.mark.slow
+def test_site_loads_nothing_from_outside(site: Path) -> None:
+    problems = find_offline_problems(site)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_site_links_and_anchors_resolve(site: Path) -> None:
+    problems = find_broken_links(site)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_site_math_is_rendered(site: Path) -> None:
+    problems = find_unrendered_math(site)
+    assert not problems, "\n".join(problems[:30])
+    concepts = scan_page((site / "concepts" / "index.html").read_text("utf-8"))
+    assert len(concepts.math) > 50, "the concepts page lost its formulas"
+
+
+@pytest.mark.slow
+def test_cli_reference_lists_whole_summaries(site: Path) -> None:
+    pytest.importorskip("typer")
+    from typer.main import get_command
+
+    from reference_trainer.cli import app
+
+    page = " ".join((site / "trainer" / "cli" / "index.html").read_text("utf-8").split())
+    command = get_command(app)
+    for name, sub in command.commands.items():  # type: ignore[attr-defined]
+        summary = " ".join((sub.help or "").split("\n\n")[0].split(". ")[0].split()).rstrip(".")
+        assert f"<li><code>{name}</code>: {summary}" in unescape(page), name

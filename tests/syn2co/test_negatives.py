@@ -262,7 +262,7 @@ def test_adversarial_raises_cosine_and_more_steps_raise_it_more() -> None:
 
 
 def test_noise_with_sigma_01_makes_negatives_easier_at_d256() -> None:
-    # METHODS.md: cosine 0.5 -> about 0.26 (||n + sigma eps|| ~ sqrt(1 + sigma^2 D)).
+    # Cosine 0.5 -> about 0.26 (||n + sigma eps|| ~ sqrt(1 + sigma^2 D)).
     q = unit(128, 256)
     hard = with_cosine(q, 0.5)[:, None]
     c = cosines(q, add_noise(q, hard, 64, generator=gen(), sigma=0.1)).mean()
