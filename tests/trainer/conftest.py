@@ -107,14 +107,18 @@ def child_env() -> dict[str, str]:
 
 
 def wait_for(
-    condition: Callable[[], bool], process: subprocess.Popen[bytes], seconds: float = 120
+    condition: Callable[[], bool],
+    process: subprocess.Popen[bytes],
+    seconds: float = 120,
+    every: float = 0.05,
 ) -> None:
-    """Poll ``condition`` until it holds; fail if ``process`` ends first or time runs out."""
+    """Poll ``condition`` every ``every`` seconds until it holds; fail if ``process`` ends first
+    or time runs out."""
     deadline = time.monotonic() + seconds
     while not condition():
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def records(run: Path) -> list[dict[str, Any]]:

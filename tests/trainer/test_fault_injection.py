@@ -138,9 +138,15 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(
         # of the previous kill: any temporary from now on is its own)
         wait_for(lambda: checkpoint_inode(run) not in (None, before), process)  # noqa: B023
         if trial % 2 == 0:  # as soon as a checkpoint is being written
-            wait_for(lambda: any(".checkpoint.pt." in n for n in temporaries(run)), process)
-        else:  # at a random moment of the next steps
-            time.sleep(rng.uniform(0.0, 1.5))
+            # (a write of these tiny models takes milliseconds: poll often)
+            wait_for(
+                lambda: any(".checkpoint.pt." in n for n in temporaries(run)), process, every=0.001
+            )
+        else:  # at a random moment within the next three steps (counted in steps, not
+            # seconds, so that a slow machine cannot let the run reach its end first)
+            target = done + 1 + rng.randint(0, 2)
+            wait_for(lambda: logged_steps(run) >= target, process)  # noqa: B023
+            time.sleep(rng.uniform(0.0, 0.1))
         if process.poll() is not None:
             break  # it finished before the kill
         os.killpg(process.pid, signal.SIGKILL)
