@@ -47,13 +47,13 @@ def run_args(out: Path) -> list[str]:
         "--dataset",
         "builtin",
         "--builtin-size",
-        "64",  # 4 steps an epoch: the run crosses epoch boundaries
+        "256",  # 4 steps an epoch: the run crosses epoch boundaries
         "--img-size",
         "32",
         "--batch-size",
-        "16",
+        "64",  # steps of tens of milliseconds, so that the kills land before the end
         "--queue-size",
-        "64",
+        "256",
         "--steps",
         str(STEPS),
         "--workers",
@@ -87,12 +87,15 @@ def logged_steps(run: Path) -> int:
     return len(path.read_bytes().splitlines()) if path.exists() else 0
 
 
-def checkpoint_inode(run: Path) -> int | None:
-    """Which file ``checkpoint.pt`` is: every save renames a new one into place."""
+def checkpoint_identity(run: Path) -> tuple[int, int] | None:
+    """Which file ``checkpoint.pt`` is: every save renames a new one into place. The inode
+    alone is not enough (a file system may give the next file the inode just freed), so its
+    modification time in nanoseconds goes with it."""
     try:
-        return os.stat(run / "checkpoint.pt").st_ino
+        st = os.stat(run / "checkpoint.pt")
     except FileNotFoundError:
         return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def tensorboard_steps(run: Path) -> list[int] | None:
@@ -131,12 +134,12 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(
     run = tmp_path / "run"
     inside_a_write = []
     for trial in range(4):
-        before = checkpoint_inode(run)
+        before = checkpoint_identity(run)
         done = torch.load(run / "checkpoint.pt", weights_only=False)["step"] if trial else 0
         process = start(run, resume=trial > 0)
         # this process has trained a step and saved it (so it already removed the temporaries
         # of the previous kill: any temporary from now on is its own)
-        wait_for(lambda: checkpoint_inode(run) not in (None, before), process)  # noqa: B023
+        wait_for(lambda: checkpoint_identity(run) not in (None, before), process, every=0.005)  # noqa: B023
         if trial % 2 == 0:  # as soon as a checkpoint is being written
             # (a write of these tiny models takes milliseconds: poll often)
             wait_for(
