@@ -274,20 +274,32 @@ def feature_dim(backbone: nn.Module) -> int:
 class Encoder(nn.Module):
     """Backbone then projector: the part the target network copies by EMA."""
 
-    def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
+    def __init__(
+        self, backbone: nn.Module, projector: nn.Module, *, views_share_batch_norm: bool = False
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.projector = projector
+        # A backbone without batch statistics gives the same features for one pass over all
+        # views as for a pass per view: one pass is then taken, as it is faster.
+        self.one_pass = views_share_batch_norm or not any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()
+        )
 
     def forward(self, views: tuple[Tensor, ...]) -> list[Tensor]:
         """Each view of shape (B, 3, H, W) -> its projection (B, D).
 
-        The backbone runs once on all views (LayerNorm and attention are per sample, so this
-        equals separate passes); the projector's BatchNorm sees each view's batch separately,
-        as in MoBY and MoCo v3.
+        A transformer backbone (LayerNorm, attention within each image) runs once on all views,
+        which equals separate passes. A batch-norm backbone (a ResNet) runs once per view, so
+        that each view is its own batch-norm batch as in MoCo v3's and MoBY's code, unless the
+        method's views share their batch norm (``views_share_batch_norm``: SimCLR). The
+        projector's BatchNorm always sees each view's batch separately.
         """
-        feats = self.backbone(torch.cat(views))
-        return [self.projector(f) for f in feats.chunk(len(views))]
+        if self.one_pass:
+            feats = self.backbone(torch.cat(views)).chunk(len(views))
+        else:
+            feats = tuple(self.backbone(v) for v in views)
+        return [self.projector(f) for f in feats]
 
 
 class OnlineNetwork(nn.Module):
@@ -314,7 +326,10 @@ def build_networks(cfg: TrainConfig, method: type[Method]) -> tuple[OnlineNetwor
         if patch is None:
             raise ConfigError(f"--freeze-patch-embed: {cfg.arch} has no patch_embed")
         patch.requires_grad_(False)
-    online = OnlineNetwork(Encoder(backbone, heads.projector), heads.predictor)
+    encoder = Encoder(
+        backbone, heads.projector, views_share_batch_norm=method.views_share_batch_norm
+    )
+    online = OnlineNetwork(encoder, heads.predictor)
     if not method.momentum_target:
         return online, None
     target = copy.deepcopy(online.encoder)

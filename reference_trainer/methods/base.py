@@ -283,6 +283,12 @@ class Method(nn.Module, ABC):
     #: (SimCLR's global BN). False for methods that shuffle keys across ranks instead (MoCo v2's
     #: shuffle BN), where per-rank statistics are the point.
     global_batch_norm: ClassVar[bool] = True
+    #: The backbone encodes all views of a step as one batch, so a batch-norm backbone
+    #: normalises over them together (SimCLR's code concatenates the views). False: each view
+    #: is its own batch-norm batch, as MoCo v3's and MoBY's code encode them. Transformers
+    #: (LayerNorm, attention within each image) give the same embeddings either way and always
+    #: take the views in one pass.
+    views_share_batch_norm: ClassVar[bool] = False
 
     @classmethod
     def recipe(cls, cfg: TrainConfig) -> MethodPreset:

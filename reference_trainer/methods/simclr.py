@@ -107,6 +107,8 @@ class SimCLR(Method):
     momentum_target = False
     bank = "in-batch"
     multi_positive = True
+    # SimCLR's code encodes the views as one batch: its (global) batch norm spans all of them.
+    views_share_batch_norm = True
 
     def __init__(
         self, *, temperature: float, spec: NegativeSpec | None, vectors: bool = False

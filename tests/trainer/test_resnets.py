@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from reference_trainer.cli import app
 from reference_trainer.config import TrainConfig, resolve
 from reference_trainer.errors import ConfigError
-from reference_trainer.models import create_backbone, feature_dim
+from reference_trainer.models import build_networks, create_backbone, feature_dim
 from reference_trainer.pretrained import load_backbone, load_exported
 
 from .conftest import TINY_RESNET, tiny_run
@@ -118,3 +118,37 @@ def test_export_rebuilds_the_backbone_with_timm(tmp_path: Path, img_size: int) -
             ).eval()
             assert torch.allclose(rebuilt(x), expected, atol=1e-6)
         assert torch.allclose(load_exported(run / "backbone.json")(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("method", "arch", "per_view"),
+    [
+        ("mocov3", "resnet18", True),  # MoCo v3's and MoBY's code: one batch-norm batch per view
+        ("moby", "resnet18", True),
+        ("simclr", "resnet18", False),  # SimCLR's code: both views in one batch
+        ("moby", "deit_s", False),  # no batch statistics: one pass, the same features
+    ],
+)
+def test_which_views_share_the_backbones_batch_norm(method: str, arch: str, per_view: bool) -> None:
+    overrides = {"depth": 1, "embed_dim": 8 if arch == "resnet18" else 32, "img_size": 32}
+    if arch == "deit_s":
+        overrides |= {"num_heads": 2, "drop_path": 0.0}
+    cfg = TrainConfig.from_dict({"arch": arch, "method": method, **overrides})
+    resolved = resolve(cfg, train_size=100)
+    torch.manual_seed(0)
+    online, _ = build_networks(resolved.config, resolved.method)
+    encoder = online.encoder.train()
+    torch.manual_seed(1)
+    # views with different statistics, so that shared and separate batch norm differ
+    views = (torch.randn(4, 3, 32, 32), 3.0 * torch.randn(4, 3, 32, 32) + 1.0)
+    backbone = encoder.backbone
+    with torch.no_grad():
+        got = torch.cat(encoder(views))
+        separate = torch.cat([encoder.projector(backbone(v)) for v in views])
+        joint = torch.cat([encoder.projector(f) for f in backbone(torch.cat(views)).chunk(2)])
+    assert encoder.one_pass is not per_view
+    torch.testing.assert_close(got, separate if per_view else joint, rtol=0, atol=0)
+    if arch == "resnet18":
+        assert not torch.allclose(separate, joint, atol=1e-3)  # the choice matters for a ResNet
+    else:
+        torch.testing.assert_close(separate, joint, rtol=1e-5, atol=1e-5)
