@@ -27,13 +27,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, ClassVar, Literal, Self, TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from syn2co.negatives import NegativeSpec, synthesize, synthetic_logits
+from syn2co.negatives import NegativeSpec, similarity, synthesize, synthetic_logits
 
 if TYPE_CHECKING:  # the config imports this package; never the reverse at run time
     from ..config import Resolved, TrainConfig
@@ -44,6 +44,7 @@ __all__ = [
     "EmaSchedule",
     "Embeddings",
     "Heads",
+    "LossExtras",
     "Method",
     "MethodOutput",
     "MethodPreset",
@@ -53,6 +54,7 @@ __all__ = [
     "SyntheticNegatives",
     "WeightDecayExclude",
     "head_widths",
+    "loss_extras",
     "synthetic_negatives",
 ]
 
@@ -249,6 +251,22 @@ def synthetic_negatives(
     return SyntheticNegatives(None, logits, logits.detach())
 
 
+class LossExtras(TypedDict):
+    """The keyword arguments by which syn2co's losses take one direction's synthetic
+    negatives: the vectors or their cosines (at most one is set)."""
+
+    extra_negatives: Tensor | None
+    extra_similarity: Tensor | None
+
+
+def loss_extras(made: SyntheticNegatives | None) -> LossExtras:
+    """``made`` as the loss's keyword arguments (both None without synthetic negatives):
+    ``info_nce(q, k, bank, **loss_extras(made), ...)``."""
+    if made is None:
+        return LossExtras(extra_negatives=None, extra_similarity=None)
+    return LossExtras(extra_negatives=made.vectors, extra_similarity=made.similarity)
+
+
 @dataclass
 class MethodOutput:
     """The loss of a step (a scalar with gradient) and its directions for diagnostics."""
@@ -289,6 +307,11 @@ class Method(nn.Module, ABC):
     #: (LayerNorm, attention within each image) give the same embeddings either way and always
     #: take the views in one pass.
     views_share_batch_norm: ClassVar[bool] = False
+    #: The run's synthetic-negative counts (None: no synthetic negatives); set by ``create``.
+    spec: NegativeSpec | None = None
+    #: Form synthetic negatives as (B, M, D) vectors (``--negatives-path vectors``) instead of
+    #: only their cosines.
+    vectors: bool = False
 
     @classmethod
     def recipe(cls, cfg: TrainConfig) -> MethodPreset:
@@ -339,6 +362,45 @@ class Method(nn.Module, ABC):
     @abstractmethod
     def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
         """The loss of one step from the embeddings of its views."""
+
+    def negatives(
+        self,
+        query: Tensor,
+        bank: Tensor,
+        ctx: StepContext,
+        *,
+        query_bank_similarity: Tensor | None = None,
+        exclude: Tensor | None = None,
+    ) -> tuple[Tensor | None, SyntheticNegatives | None]:
+        """One loss direction's query-bank similarities and synthetic negatives, or (None,
+        None) when the step has none (``ctx.synthetic`` false, or no :attr:`spec`).
+
+        Args:
+            query: (B, D) the direction's queries.
+            bank: (K, D) the bank the hard pool comes from.
+            ctx: The step (its generator is the draws' stream).
+            query_bank_similarity: (B, K) similarities the loss already has (with gradient);
+                default: :func:`syn2co.negatives.similarity` of ``query`` and ``bank``,
+                computed once here for the hard pool and the loss.
+            exclude: (B, K) bank entries that are not negatives of each query.
+
+        Returns:
+            The (B, K) similarities, with gradient, to hand to the loss as its negative
+            similarities, and the synthetic negatives (:func:`loss_extras` hands them on).
+        """
+        if not ctx.synthetic or self.spec is None:
+            return None, None
+        sim = similarity(query, bank) if query_bank_similarity is None else query_bank_similarity
+        made = synthetic_negatives(
+            query,
+            bank,
+            self.spec,
+            similarity=sim.detach(),
+            generator=ctx.generator,
+            exclude=exclude,
+            vectors=self.vectors,
+        )
+        return sim, made
 
     def update(self, keys: Embeddings, sources: Tensor | None) -> None:
         """State updates after the optimizer step (default: none).

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from syn2co.losses import MoBYView, moby_loss
-from syn2co.negatives import NegativeSpec, similarity
+from syn2co.negatives import NegativeSpec
 from syn2co.queue import NegativeQueue
 
 from ..heads import mlp
@@ -20,9 +20,8 @@ from .base import (
     MethodOutput,
     MethodPreset,
     StepContext,
-    SyntheticNegatives,
     head_widths,
-    synthetic_negatives,
+    loss_extras,
 )
 from .registry import register
 
@@ -98,28 +97,11 @@ class MoBY(Method):
         assert embeddings.target is not None
         t1, t2 = embeddings.target
         banks = (self.queue2.bank, self.queue1.bank)  # the bank of the positive's view
-        sims: list[Tensor | None] = [None, None]
-        extra: list[SyntheticNegatives | None] = [None, None]
-        if ctx.synthetic and self.spec is not None:
-            for i, (query, bank) in enumerate(zip((p1, p2), banks, strict=True)):
-                sims[i] = sim = similarity(query, bank)
-                extra[i] = synthetic_negatives(
-                    query,
-                    bank,
-                    self.spec,
-                    similarity=sim.detach(),
-                    generator=ctx.generator,
-                    vectors=self.vectors,
-                )
+        # per direction, in order (the draws share ctx.generator)
+        made = [self.negatives(p1, banks[0], ctx), self.negatives(p2, banks[1], ctx)]
+        sims, extra = [sim for sim, _ in made], [negatives for _, negatives in made]
         views = [
-            MoBYView(
-                prediction,
-                target,
-                queue.bank,
-                negative_similarity=sim,
-                extra_negatives=None if made is None else made.vectors,
-                extra_similarity=None if made is None else made.similarity,
-            )
+            MoBYView(prediction, target, queue.bank, negative_similarity=sim, **loss_extras(made))
             for prediction, target, queue, sim, made in zip(
                 (p1, p2), (t1, t2), (self.queue1, self.queue2), sims, extra, strict=True
             )

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from syn2co import distributed
 from syn2co.losses import info_nce
-from syn2co.negatives import NegativeSpec, similarity
+from syn2co.negatives import NegativeSpec
 from syn2co.queue import NegativeQueue
 
 from ..heads import mlp
@@ -43,9 +43,8 @@ from .base import (
     MethodPreset,
     Networks,
     StepContext,
-    SyntheticNegatives,
     head_widths,
-    synthetic_negatives,
+    loss_extras,
 )
 from .registry import register
 
@@ -143,25 +142,13 @@ class MoCoV2(Method):
         assert embeddings.target is not None
         (key,) = embeddings.target
         bank = self.queue.bank
-        sim = None
-        made: SyntheticNegatives | None = None
-        if ctx.synthetic and self.spec is not None:
-            sim = similarity(query, bank)  # one product for the hard pool and the loss
-            made = synthetic_negatives(
-                query,
-                bank,
-                self.spec,
-                similarity=sim.detach(),
-                generator=ctx.generator,
-                vectors=self.vectors,
-            )
+        sim, made = self.negatives(query, bank, ctx)  # one product for the hard pool and loss
         loss = info_nce(
             query,
             key,
             None if sim is not None else bank,
             negative_similarity=sim,
-            extra_negatives=None if made is None else made.vectors,
-            extra_similarity=None if made is None else made.similarity,
+            **loss_extras(made),
             temperature=self.temperature,
         )
         tags = None if self.queue.tags is None else self.queue.tags.detach()

@@ -8,7 +8,7 @@ import torch
 
 from syn2co import distributed
 from syn2co.losses import moco_v3_loss
-from syn2co.negatives import NegativeSpec, positive_mask, similarity
+from syn2co.negatives import NegativeSpec, positive_mask
 
 from ..heads import mlp
 from .base import (
@@ -19,9 +19,8 @@ from .base import (
     MethodOutput,
     MethodPreset,
     StepContext,
-    SyntheticNegatives,
     head_widths,
-    synthetic_negatives,
+    loss_extras,
 )
 from .registry import register
 
@@ -86,27 +85,18 @@ class MoCoV3(Method):
         mask = positive_mask(
             b, world_size=distributed.world_size(), rank=distributed.rank(), device=p1.device
         )
-        extra: list[SyntheticNegatives | None] = [None, None]
-        sims: list[torch.Tensor | None] = [None, None]
-        if ctx.synthetic and self.spec is not None:
-            for i, query in enumerate((p1, p2)):
-                sims[i] = sim = similarity(query, keys[i].rows)
-                extra[i] = synthetic_negatives(
-                    query,
-                    keys[i].rows,
-                    self.spec,
-                    similarity=sim.detach(),
-                    generator=ctx.generator,
-                    exclude=mask,
-                    vectors=self.vectors,
-                )
+        # per direction, in order (the draws share ctx.generator)
+        made = [
+            self.negatives(p1, keys[0].rows, ctx, exclude=mask),
+            self.negatives(p2, keys[1].rows, ctx, exclude=mask),
+        ]
+        sims, extra = [sim for sim, _ in made], [negatives for _, negatives in made]
         losses = [
             moco_v3_loss(
                 query,
                 gathered,
                 negative_similarity=sim,
-                extra_negatives=None if made is None else made.vectors,
-                extra_similarity=None if made is None else made.similarity,
+                **loss_extras(made),
                 temperature=self.temperature,
             )
             for query, gathered, sim, made in zip((p1, p2), keys, sims, extra, strict=True)

@@ -51,9 +51,8 @@ from .base import (
     MethodOutput,
     MethodPreset,
     StepContext,
-    SyntheticNegatives,
     head_widths,
-    synthetic_negatives,
+    loss_extras,
 )
 from .registry import register
 
@@ -158,25 +157,15 @@ class SimCLR(Method):
         positives = None if ctx.groups is None else extra_positives(ctx.groups, exclude)
         if positives is not None:
             exclude = exclude | positives
-        made: SyntheticNegatives | None = None
-        if ctx.synthetic and self.spec is not None:
-            made = synthetic_negatives(
-                anchors,
-                gathered.rows.detach(),
-                self.spec,
-                similarity=sim.detach(),
-                generator=ctx.generator,
-                exclude=exclude,
-                vectors=self.vectors,
-            )
+        bank = gathered.rows.detach()
+        _, made = self.negatives(anchors, bank, ctx, query_bank_similarity=sim, exclude=exclude)
         tau = self.temperature
         rows = nt_xent(
             z1,
             z2,
             embeddings=gathered,
             negative_similarity=sim,
-            extra_negatives=None if made is None else made.vectors,
-            extra_similarity=None if made is None else made.similarity,
+            **loss_extras(made),
             temperature=tau,
             reduction="none",
         )
@@ -189,7 +178,6 @@ class SimCLR(Method):
         if ctx.sources is not None:  # each gathered column's source: rank-major, both views
             tags = distributed.gather(ctx.sources.to(z1.device)).view(world, b).repeat(1, 2)
             tags = tags.reshape(-1)
-        bank = gathered.rows.detach()
         cosines = None if made is None else made.cosines  # (2B, M), anchors in view order
         d1 = Direction(z1, z2, bank, None if cosines is None else cosines[:b], exclude[:b], tags)
         d2 = Direction(z2, z1, bank, None if cosines is None else cosines[b:], exclude[b:], tags)
