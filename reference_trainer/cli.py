@@ -27,7 +27,7 @@ from .checkpoint import CheckpointError
 from .config import Negatives, TrainConfig, load_config_file
 from .data.base import DatasetError
 from .devices import resolve_device
-from .errors import ConfigError
+from .errors import ConfigError, dataloader_worker_died, flag, one_line
 
 app = typer.Typer(
     name="syn2co-train",
@@ -47,17 +47,6 @@ out_console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _one_line(error: BaseException) -> str:
-    """The useful line of an error (a DataLoader worker wraps the original in a traceback)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    last = lines[-1]
-    if len(lines) > 1 and ":" in last and "Traceback" in str(error):
-        return last.split(": ", 1)[-1]
-    return " ".join(lines) if len(lines) <= 2 else last
-
-
 def friendly(fn: F) -> F:
     """Turn the errors a user can fix into one red line and exit code 1; a run stopped by a
     signal exits with 128 + its number (130 SIGINT, 143 SIGTERM, 138 SIGUSR1)."""
@@ -68,7 +57,7 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except Interrupted as e:
-            console.print(f"[yellow]interrupted:[/] {_one_line(e)}", soft_wrap=True)
+            console.print(f"[yellow]interrupted:[/] {one_line(e)}", soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except (
             ConfigError,
@@ -77,11 +66,11 @@ def friendly(fn: F) -> F:
             NonFiniteLossError,
             FileNotFoundError,
         ) as e:
-            console.print(f"[red]error:[/] {_one_line(e)}", soft_wrap=True)
+            console.print(f"[red]error:[/] {one_line(e)}", soft_wrap=True)
             raise typer.Exit(1) from None
         except RuntimeError as e:
-            if "DataLoader worker" in str(e) or "Caught" in str(e):
-                console.print(f"[red]error:[/] {_one_line(e)}", soft_wrap=True)
+            if dataloader_worker_died(e) or "Caught" in str(e):
+                console.print(f"[red]error:[/] {one_line(e)}", soft_wrap=True)
                 raise typer.Exit(1) from None
             raise
 
@@ -110,16 +99,16 @@ def _run_parameters() -> list[inspect.Parameter]:
         hint = hints[f.name]
         args = [a for a in get_args(hint) if a is not type(None)] or [hint]
         base = args[0] if len(get_args(hint)) and type(None) in get_args(hint) else hint
-        flag = "--" + f.name.replace("_", "-")
+        option = flag(f.name)
         if base is bool:
             annotation: Any = bool | None
-            decl = [f"{flag}/--no-{flag[2:]}"]
+            decl = [f"{option}/--no-{option[2:]}"]
         elif getattr(base, "__origin__", None) is Literal:
             annotation = base | None  # typer offers the Literal's values as choices
-            decl = [flag]
+            decl = [option]
         else:
             annotation = base | None
-            decl = [flag]
+            decl = [option]
         help_text = f.metadata.get("help", "")
         choices = f.metadata.get("choices")  # a registry: methods, dataset formats
         if choices is not None:
@@ -257,10 +246,6 @@ LogEvery = Annotated[
         "over the data."
     ),
 ]
-
-
-def _option(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _check_option(option: str, value: float | None, *, minimum: int | None = None) -> None:
@@ -497,8 +482,8 @@ def _probe_settings(protocol: str, **given: Any) -> Any:
     except (TypeError, ValueError) as e:
         name, _, problem = str(e).partition(": ")
         if name not in changes:
-            problem += f" (the value of --protocol {protocol}; set {_option(name)})"
-        raise ConfigError(f"{_option(name)}: {problem}") from None
+            problem += f" (the value of --protocol {protocol}; set {flag(name)})"
+        raise ConfigError(f"{flag(name)}: {problem}") from None
 
 
 def _probe_option(name: str, text: str, *flags: str) -> Any:

@@ -39,7 +39,7 @@ from syn2co.schedules import ActiveWindow
 
 from .atomic import write_atomic
 from .data.registry import DATASETS, dataset_names
-from .errors import ConfigError
+from .errors import ConfigError, flag
 from .methods import (
     EmaSchedule,
     Method,
@@ -304,7 +304,7 @@ class TrainConfig:
             given = [k for k in (steps_form, epochs_form) if clean.get(k) is not None]
             if len(given) == 2:
                 raise ConfigError(
-                    f"{source}: give either {_flag(steps_form)} or {_flag(epochs_form)}, not both"
+                    f"{source}: give either {flag(steps_form)} or {flag(epochs_form)}, not both"
                 )
             if given:  # this layer's form replaces the other form of the layers below
                 other = epochs_form if given[0] == steps_form else steps_form
@@ -318,10 +318,6 @@ ALTERNATIVE_FORMS: tuple[tuple[str, str], ...] = (
     ("negatives_start", "negatives_start_epoch"),
     ("negatives_end", "negatives_end_epoch"),
 )
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
@@ -695,8 +691,7 @@ def strategy_counts(cfg: TrainConfig) -> dict[str, int]:
                     f"got {item.strip()!r}"
                 )
             if name in STRATEGIES:
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"--strategy-counts: give {name}'s count with {flag}")
+                raise ConfigError(f"--strategy-counts: give {name}'s count with {flag(name)}")
             given[name] = int(value)
     registered = [s.name for s in strategies()]
     unknown = [name for name in given if name not in registered]
@@ -715,15 +710,15 @@ def check_schedule_forms(cfg: TrainConfig) -> None:
     """The warmup and the synthetic negatives' window: one form each, consistent values."""
     for steps_form, epochs_form in ALTERNATIVE_FORMS:
         if getattr(cfg, steps_form) is not None and getattr(cfg, epochs_form) is not None:
-            raise ConfigError(f"give either {_flag(steps_form)} or {_flag(epochs_form)}, not both")
+            raise ConfigError(f"give either {flag(steps_form)} or {flag(epochs_form)}, not both")
     for name in ("warmup_epochs", "negatives_start_epoch", "negatives_end_epoch"):
         value = getattr(cfg, name)
         if value is not None and value < 0:
-            raise ConfigError(f"{_flag(name)} must be >= 0, got {value}")
+            raise ConfigError(f"{flag(name)} must be >= 0, got {value}")
     for name in ("warmup_lr_fraction", "min_lr_fraction"):
         value = getattr(cfg, name)
         if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{_flag(name)} must be in [0, 1], got {value}")
+            raise ConfigError(f"{flag(name)} must be in [0, 1], got {value}")
     start = _default(cfg.negatives_start, 0)
     if start < 0:
         raise ConfigError(f"--negatives-start must be >= 0, got {start}")
@@ -849,4 +844,4 @@ def _check_positive(cfg: TrainConfig, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(cfg, name)
         if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            raise ConfigError(f"{flag(name)} must be >= 1, got {value}")

@@ -52,7 +52,7 @@ from .config import (
 from .data.pipeline import TrainData, build_train_data
 from .devices import resolve_device
 from .diagnostics import Source, hardness, tag_generated
-from .errors import ConfigError
+from .errors import ConfigError, dataloader_worker_died, one_line
 from .methods import MethodOutput, Networks, StepContext
 from .models import ema_update
 from .reporting import MetricsLogger, Pending, RunProgress, StepInfo, records, truncate_metrics
@@ -323,14 +323,14 @@ class Trainer:
                 except RuntimeError as e:
                     # A DataLoader worker died while the main process waited for its batch:
                     # the last step is complete, so keep it (one rank alone cannot save).
-                    if not _worker_died(e) or self.world > 1:
+                    if not dataloader_worker_died(e) or self.world > 1:
                         raise
                     signum = flush()
                     save(consumed)
                     if signum:
                         raise self._interrupted(signum) from None
                     raise RuntimeError(
-                        f"a DataLoader worker died ({_one_line(e)}); checkpoint saved at step "
+                        f"a DataLoader worker died ({one_line(e)}); checkpoint saved at step "
                         f"{self.step}; continue with --resume {self.run_dir}"
                     ) from None
                 consumed += 1
@@ -481,14 +481,3 @@ def _agree(nonfinite: Tensor, signum: int, device: torch.device) -> tuple[bool, 
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     bad, agreed = flags.tolist()
     return bool(bad), int(agreed)
-
-
-def _worker_died(error: RuntimeError) -> bool:
-    """The error is PyTorch's report of a DataLoader worker that exited or was killed."""
-    text = str(error)
-    return "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by" in text)
-
-
-def _one_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import timm
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, flag
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -65,10 +65,10 @@ def check_resnet_options(cfg: TrainConfig) -> None:
     for name in TRANSFORMER_ONLY_OPTIONS:
         value = getattr(cfg, name)
         if value is not None and value is not False:
-            flag = "--" + name.replace("_", "-")
+            option = flag(name)
             raise ConfigError(
-                f"{flag}: {cfg.arch} is a ResNet, which has no patches, windows or attention "
-                f"heads; leave {flag} out (ResNets take --depth: blocks per stage, and "
+                f"{option}: {cfg.arch} is a ResNet, which has no patches, windows or attention "
+                f"heads; leave {option} out (ResNets take --depth: blocks per stage, and "
                 "--embed-dim: width of the first stage)"
             )
 

@@ -21,6 +21,8 @@ import numpy.typing as npt
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..errors import one_line
+
 __all__ = [
     "CorruptImageError",
     "DatasetError",
@@ -50,10 +52,6 @@ class LoadedImage(NamedTuple):
     skipped: tuple[str, ...] = ()
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 class DatasetError(ValueError):
     """Base class of the data package's errors (a ``ValueError``, one line of text)."""
 
@@ -65,7 +63,7 @@ class DatasetNotFoundError(DatasetError):
     """
 
     def __init__(self, message: str) -> None:
-        super().__init__(_one_line(message))
+        super().__init__(one_line(message))
 
 
 class DatasetFileError(DatasetError):
@@ -81,7 +79,7 @@ class DatasetFileError(DatasetError):
 
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
         self.path = os.fspath(path)
-        super().__init__(_one_line(f"{self.path} {problem}"))
+        super().__init__(one_line(f"{self.path} {problem}"))
 
     def __reduce__(self) -> tuple[type[DatasetFileError], tuple[str, str]]:
         return (type(self), (self.path, str(self)[len(self.path) + 1 :]))
@@ -108,8 +106,8 @@ class CorruptImageError(DatasetError):
             super().__init__(str(path))
             return
         self.path = os.fspath(path)
-        self.reason = _one_line(reason)
-        super().__init__(_one_line(f"cannot read image {self.path}: {self.reason}"))
+        self.reason = one_line(reason)
+        super().__init__(one_line(f"cannot read image {self.path}: {self.reason}"))
 
     def __reduce__(self) -> tuple[type[CorruptImageError], tuple[str, str | None]]:
         if self.path:
