@@ -1,4 +1,4 @@
-"""From a resolved config to the parts of a run: process group, networks, method, optimizer.
+"""From a run's plan to the objects it trains: process group, networks, method, optimizer.
 
 The order of construction is part of the run's reproducibility: the initial weights come from
 the seed alone (identical on every rank), then the method's state (queues) from its own stream,
@@ -8,6 +8,7 @@ and only then is the global RNG moved to the per-rank stream drop-path draws fro
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 from collections.abc import Iterator
@@ -18,15 +19,31 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .config import Resolved
+from .config import TrainConfig
+from .errors import ConfigError
 from .heads import use_global_batch_norm
 from .joint import JointGenerators
-from .methods import Method
-from .models import Encoder, OnlineNetwork, build_networks, parameter_groups
+from .methods import Method, MethodSettings
+from .models import (
+    Encoder,
+    OnlineNetwork,
+    create_backbone,
+    feature_dim,
+    parameter_groups,
+    set_drop_path,
+)
 from .optim import LARS
+from .resolve import RunPlan
 from .seeds import Stream, stream_seed, torch_generator
 
-__all__ = ["Parts", "autocast_dtype", "build_optimizer", "build_parts", "process_group"]
+__all__ = [
+    "RunComponents",
+    "autocast_dtype",
+    "build_components",
+    "build_networks",
+    "build_optimizer",
+    "process_group",
+]
 
 
 @contextlib.contextmanager
@@ -54,8 +71,38 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
+def build_networks(
+    cfg: TrainConfig, method: type[Method], settings: MethodSettings
+) -> tuple[OnlineNetwork, Encoder | None]:
+    """The online network and, for methods with one, its EMA target (a copy without
+    drop-path and without grad).
+
+    Args:
+        cfg: The run's resolved options (backbone and its size).
+        method: The method (its heads, target and batch-norm choices).
+        settings: The method's resolved settings (head widths).
+    """
+    backbone = create_backbone(cfg)
+    heads = method.heads(feature_dim(backbone), settings)
+    if cfg.freeze_patch_embed:
+        patch = getattr(backbone, "patch_embed", None)
+        if patch is None:
+            raise ConfigError(f"--freeze-patch-embed: {cfg.arch} has no patch_embed")
+        patch.requires_grad_(False)
+    encoder = Encoder(
+        backbone, heads.projector, views_share_batch_norm=method.views_share_batch_norm
+    )
+    online = OnlineNetwork(encoder, heads.predictor)
+    if not method.momentum_target:
+        return online, None
+    target = copy.deepcopy(online.encoder)
+    set_drop_path(target, 0.0)  # MoBY: drop-path 0.2 online, 0 target
+    target.requires_grad_(False)
+    return online, target
+
+
 def build_optimizer(
-    resolved: Resolved, online: nn.Module, device: torch.device
+    plan: RunPlan, online: nn.Module, device: torch.device
 ) -> torch.optim.Optimizer:
     """The run's optimizer over the online network's trainable parameters.
 
@@ -64,24 +111,22 @@ def build_optimizer(
     decays everything); LARS also leaves them out of its layer-wise adaptation, as SimCLR's
     optimizer does by default.
     """
-    decay, no_decay = parameter_groups(
-        online, resolved.weight_decay, exclude=resolved.weight_decay_exclude
-    )
+    cfg = plan.config
+    assert cfg.weight_decay is not None and cfg.weight_decay_exclude is not None
+    decay, no_decay = parameter_groups(online, cfg.weight_decay, exclude=cfg.weight_decay_exclude)
     groups = [decay, no_decay]
-    momentum = resolved.preset.optimizer_momentum
-    if resolved.optimizer == "adamw":
+    momentum = plan.preset.optimizer_momentum
+    if cfg.optimizer == "adamw":
         fused = device.type == "cuda"
-        return torch.optim.AdamW(
-            groups, lr=resolved.lr, fused=fused, foreach=None if fused else True
-        )
-    if resolved.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=resolved.lr, momentum=momentum)
+        return torch.optim.AdamW(groups, lr=plan.lr, fused=fused, foreach=None if fused else True)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=plan.lr, momentum=momentum)
     decay["lars"], no_decay["lars"] = True, False
-    return LARS(groups, lr=resolved.lr, momentum=momentum)
+    return LARS(groups, lr=plan.lr, momentum=momentum)
 
 
 @dataclass
-class Parts:
+class RunComponents:
     """Everything a run trains or keeps, built on its device.
 
     Attributes:
@@ -111,36 +156,36 @@ class Parts:
     batch_norm: bool
 
 
-def build_parts(
-    resolved: Resolved,
+def build_components(
+    plan: RunPlan,
     device: torch.device,
     *,
     rank: int,
     world_size: int,
     mixing: bool,
     amp_dtype: torch.dtype | None,
-) -> Parts:
+) -> RunComponents:
     """Build the networks, the method, the optimizer and the generators of a run.
 
     Args:
-        resolved: The run's resolved config.
+        plan: The run's plan.
         device: This rank's device.
         rank: This process's rank.
         world_size: Number of ranks.
         mixing: The batches mix real and synthetic images (the banks then tag their rows).
         amp_dtype: The autocast dtype (the loss scaler is active for float16).
     """
-    cfg = resolved.config
+    cfg, settings = plan.config, plan.method_settings()
     torch.manual_seed(stream_seed(cfg.seed, Stream.WEIGHTS))  # identical weights on every rank
-    online, target = build_networks(cfg, resolved.method)
-    if world_size > 1 and resolved.method.global_batch_norm:  # no-op without BatchNorm2d
+    online, target = build_networks(cfg, plan.method, settings)
+    if world_size > 1 and plan.method.global_batch_norm:  # no-op without BatchNorm2d
         use_global_batch_norm(online)
         if target is not None:
             use_global_batch_norm(target)
     online = online.to(device)
     target = target.to(device) if target is not None else None
-    method = resolved.method.create(
-        resolved,
+    method = plan.method.create(
+        settings,
         # tag the bank's rows by source when there is more than one (real, synthetic, generated)
         tags=mixing or cfg.generator != "none",
         generator=torch_generator(stream_seed(cfg.seed, Stream.QUEUES)),
@@ -153,7 +198,7 @@ def build_parts(
     # Python's global stream is saved in checkpoints too: start it from the seed, not the clock.
     random.seed(stream_seed(cfg.seed, Stream.PYTHON, rank))
 
-    optimizer = build_optimizer(resolved, online, device)
+    optimizer = build_optimizer(plan, online, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     model: nn.Module = online
     if world_size > 1:
@@ -174,14 +219,14 @@ def build_parts(
         joint = JointGenerators(
             cfg.generator,
             image_size=cfg.img_size,
-            total_steps=resolved.total_steps,
+            total_steps=plan.total_steps,
             batch_fraction=cfg.generator_fraction,
             lr=cfg.generator_lr,
-            temperature=resolved.temperature,
+            temperature=settings.temperature,
             seed=cfg.seed,
             rank=rank,
         ).to(device)
-    return Parts(
+    return RunComponents(
         online=online,
         target=target,
         method=method,

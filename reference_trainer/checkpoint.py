@@ -25,7 +25,7 @@ from .errors import ConfigError
 from .runlock import RunLock, check_free
 
 if TYPE_CHECKING:
-    from .build import Parts
+    from .build import RunComponents
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -179,7 +179,7 @@ def _check_contents(run_dir: Path, *, resuming: bool) -> None:
 
 
 def run_state(
-    parts: Parts, *, step: int, config: dict[str, Any], sampler: dict[str, Any]
+    parts: RunComponents, *, step: int, config: dict[str, Any], sampler: dict[str, Any]
 ) -> dict[str, Any]:
     """Everything an exact resume needs (collective: every rank's RNG states are gathered)."""
     rng = rng_state(parts.negatives_gen)
@@ -204,7 +204,7 @@ def run_state(
     }
 
 
-def restore_run_state(state: dict[str, Any], parts: Parts) -> tuple[int, bool]:
+def restore_run_state(state: dict[str, Any], parts: RunComponents) -> tuple[int, bool]:
     """Load a checkpoint's state into a run's parts (the sampler is loaded by the caller).
 
     Returns:

@@ -17,8 +17,10 @@ SIGTERM or SIGUSR1, see :mod:`reference_trainer.signals`) is agreed over ranks, 
 every step (one process alone stops at the next step). A checkpoint is only written after such
 a check, so the last checkpoint always precedes a non-finite loss.
 
-Nothing is written before everything is checked (options, data, schedule, networks); then the
-main rank claims the run directory (:func:`reference_trainer.checkpoint.claim_run_dir`).
+Nothing is written before everything is checked: the run's values are resolved and validated
+once (:mod:`reference_trainer.resolve`), the data is scanned, the plan derived, the networks
+built; then the main rank claims the run directory
+(:func:`reference_trainer.checkpoint.claim_run_dir`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import contextlib
 import dataclasses
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -40,15 +43,8 @@ from syn2co import NonFiniteError, distributed, value_checks
 from syn2co.schedules import cosine_schedule
 
 from . import checkpoint as ckpt
-from .build import autocast_dtype, build_parts, process_group
-from .config import (
-    Resolved,
-    TrainConfig,
-    check_options,
-    merge_resume_config,
-    resolve,
-    save_config,
-)
+from .build import autocast_dtype, build_components, process_group
+from .config import TrainConfig, save_config
 from .data.pipeline import TrainData, build_train_data
 from .devices import resolve_device
 from .diagnostics import Source, hardness, tag_generated
@@ -56,6 +52,7 @@ from .errors import ConfigError, dataloader_worker_died, one_line
 from .methods import MethodOutput, Networks, StepContext
 from .models import ema_update
 from .reporting import MetricsLogger, Pending, RunProgress, StepInfo, records, truncate_metrics
+from .resolve import Layer, RunPlan, given_layer, plan_run, requested, resolve_options
 from .runlock import RunLock
 from .signals import StopRequest, exit_code
 
@@ -102,44 +99,84 @@ class StepResult:
     sources: Tensor | None  # (B,) the batch's tags, generated rows included
 
 
-class Trainer:
-    """Builds everything a run needs from a config, then :meth:`run` trains it."""
+#: What a caller asks a run to be: a config (its values other than the defaults are what it
+#: sets), or the layers of a command line (:func:`reference_trainer.resolve.command_line_layers`).
+RunRequest = TrainConfig | Sequence[Layer]
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, console: Console) -> None:
+
+@dataclass
+class PreparedRun:
+    """A run with every value decided and its data scanned, before anything is written.
+
+    Attributes:
+        plan: The resolved options and the numbers derived from them.
+        run_dir: Where the run writes.
+        state: The checkpoint being resumed, or None for a new run.
+        data: The training images (sampler and loader not built yet).
+    """
+
+    plan: RunPlan
+    run_dir: Path
+    state: dict[str, Any] | None
+    data: TrainData
+
+
+def prepare_run(
+    request: RunRequest, *, device: torch.device, rank: int = 0, world_size: int = 1
+) -> PreparedRun:
+    """Resolve a run's values (once, in the documented order), read the checkpoint it resumes
+    and scan its data; nothing is written.
+
+    Raises:
+        ConfigError: An option, the checkpoint or the run directory cannot run.
+    """
+    layers = _layers(request)
+    asked = requested(layers)  # what to resume and where to write, before resolution
+    state = None
+    saved = None
+    if asked.resume is not None:
+        state = ckpt.load(asked.resume, map_location="cpu")
+        saved = TrainConfig.from_dict(state["config"])
+    run_dir = ckpt.run_directory(asked.out, asked.resume)
+    options = resolve_options(layers, saved=saved, world_size=world_size)
+    config = options.config.updated({"out": str(run_dir)})
+    options = dataclasses.replace(options, config=config)
+    if state is not None and config.stop_at is not None and config.stop_at <= state["step"]:
+        raise ConfigError(
+            f"--stop-at {config.stop_at} is not after the checkpoint's step {state['step']}"
+        )
+    ckpt.check_run_dir(run_dir, resuming=state is not None)
+    data = build_train_data(config, rank=rank, world_size=world_size, device=device)
+    plan = plan_run(options, train_size=data.train_size)
+    return PreparedRun(plan, run_dir, state, data)
+
+
+class Trainer:
+    """Builds everything a run needs from a request, then :meth:`run` trains it."""
+
+    def __init__(self, request: RunRequest, device: torch.device, console: Console) -> None:
         self.console = console
         self.device = device
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.main = self.rank == 0
         self.lock: RunLock | None = None
         # Everything is checked before the run directory is created: options, the resumed
-        # checkpoint, the directory itself, the data, the resolved schedule and the networks.
-        state = None
-        if cfg.resume is not None:
-            state = ckpt.load(cfg.resume, map_location="cpu")
-            run_dir = ckpt.run_directory(cfg.out, cfg.resume)
-            cfg = merge_resume_config(TrainConfig.from_dict(state["config"]), cfg)
-            if cfg.stop_at is not None and cfg.stop_at <= state["step"]:
-                raise ConfigError(
-                    f"--stop-at {cfg.stop_at} is not after the checkpoint's step {state['step']}"
-                )
-        else:
-            run_dir = ckpt.run_directory(cfg.out, None)
-        cfg = dataclasses.replace(cfg, out=str(run_dir))
-        self.run_dir = run_dir
-        check_options(cfg, world_size=self.world)
-        ckpt.check_run_dir(run_dir, resuming=state is not None)
-        self.data: TrainData = build_train_data(
-            cfg, rank=self.rank, world_size=self.world, device=device
+        # checkpoint, the directory itself, the data, the plan and the networks.
+        prepared = prepare_run(request, device=device, rank=self.rank, world_size=self.world)
+        state = prepared.state
+        self.run_dir = prepared.run_dir
+        self.plan = prepared.plan
+        self.cfg = self.plan.config
+        self.data: TrainData = prepared.data
+        self.data.configure(
+            self.cfg,
+            total_steps=self.plan.total_steps,
+            steps_per_epoch=self.plan.steps_per_epoch,
         )
-        self.resolved: Resolved = resolve(
-            cfg, train_size=self.data.train_size, world_size=self.world
-        )
-        self.cfg = self.resolved.config
-        self.data.configure(self.resolved)
-        self.spec = self.resolved.spec
+        self.spec = self.plan.spec
         self.amp_dtype = autocast_dtype(self.cfg.precision, device)
-        self.parts = build_parts(
-            self.resolved,
+        self.parts = build_components(
+            self.plan,
             device,
             rank=self.rank,
             world_size=self.world,
@@ -195,7 +232,7 @@ class Trainer:
 
         ``sources`` (B,) tags each image real (0) or synthetic (1) when mixing.
         """
-        r, parts = self.resolved, self.parts
+        r, parts = self.plan, self.parts
         lr = cosine_schedule(
             self.step,
             r.total_steps,
@@ -204,14 +241,16 @@ class Trainer:
             warmup_steps=r.warmup_steps,
             warmup_start=r.warmup_lr,
         )
+        ema_start = self.cfg.momentum
+        assert ema_start is not None  # filled by the method's preset
         momentum = (
-            r.ema_momentum
-            if r.ema_schedule == "constant"
-            else cosine_schedule(self.step, r.total_steps, r.ema_momentum, 1.0)
+            ema_start
+            if r.preset.ema_schedule == "constant"
+            else cosine_schedule(self.step, r.total_steps, ema_start, 1.0)
         )
         for group in parts.optimizer.param_groups:
             group["lr"] = lr
-        synthetic = self.spec is not None and r.window.active(self.step)
+        negatives_active = self.spec is not None and r.window.active(self.step)
         real_rows = view1.shape[0]
         real_view = view1
         groups = None
@@ -232,13 +271,14 @@ class Trainer:
         )
         with autocast:
             embeddings = parts.method.encode(nets, (view1, view2))
-            ctx = StepContext(synthetic, parts.negatives_gen, sources, groups)
+            ctx = StepContext(negatives_active, parts.negatives_gen, sources, groups)
             out = parts.method(embeddings, ctx)
         parts.optimizer.zero_grad(set_to_none=True)
         parts.scaler.scale(out.loss).backward()
-        if r.clip_grad > 0:
+        clip = self.cfg.clip_grad or 0.0
+        if clip > 0:
             parts.scaler.unscale_(parts.optimizer)
-            torch.nn.utils.clip_grad_norm_(parts.params, r.clip_grad)
+            torch.nn.utils.clip_grad_norm_(parts.params, clip)
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()
         if parts.target is not None:
@@ -252,7 +292,7 @@ class Trainer:
                 lambda images: encoder((images,))[0], real_view, self.step, encoder=encoder
             )
         self.step += 1
-        return StepResult(out.loss.detach(), out, StepInfo(lr, momentum, synthetic), sources)
+        return StepResult(out.loss.detach(), out, StepInfo(lr, momentum, negatives_active), sources)
 
     def hardness(self, result: StepResult) -> dict[str, float]:
         """Hardness stats of the step's first loss direction (see ``diagnostics.hardness``)."""
@@ -266,7 +306,7 @@ class Trainer:
     # ---------------------------------------------------------------------------- the loop
 
     def run(self, *, show_progress: bool = True) -> TrainSummary:
-        cfg, total = self.cfg, self.resolved.total_steps
+        cfg, total = self.cfg, self.plan.total_steps
         stop_step = min(total, cfg.stop_at) if cfg.stop_at is not None else total
         if self.main:
             save_config(cfg, self.run_dir / "config.yaml")
@@ -416,7 +456,7 @@ class Trainer:
         ).replace("  ", " ")
 
     def _describe(self) -> None:
-        cfg, r = self.cfg, self.resolved
+        cfg, r = self.cfg, self.plan
         n_params = sum(p.numel() for p in self.parts.online.parameters())
         neg = (
             "none"
@@ -435,14 +475,25 @@ class Trainer:
 
 
 def train(
-    cfg: TrainConfig, *, console: Console | None = None, show_progress: bool = True
+    request: RunRequest, *, console: Console | None = None, show_progress: bool = True
 ) -> TrainSummary:
-    """Pretrain as ``cfg`` says; returns a summary. Raises ConfigError, NonFiniteLossError,
-    Interrupted or the data package's DatasetError with one-line messages."""
+    """Pretrain as ``request`` says; returns a summary.
+
+    Args:
+        request: A :class:`~reference_trainer.config.TrainConfig` (the values other than its
+            defaults are what the caller sets; the method's preset fills the rest) or the
+            layers of a command line.
+        console: Where progress and messages go (stderr by default).
+        show_progress: Show the progress display.
+
+    Raises:
+        ConfigError, NonFiniteLossError, Interrupted or the data package's DatasetError, with
+        one-line messages.
+    """
     console = console or Console(stderr=True)
-    device = resolve_device(cfg.device)
+    device = resolve_device(requested(_layers(request)).device)
     with process_group(device):
-        trainer = Trainer(cfg, device, console)
+        trainer = Trainer(request, device, console)
         try:
             return trainer.run(show_progress=show_progress)
         finally:
@@ -452,6 +503,10 @@ def train(
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _layers(request: RunRequest) -> list[Layer]:
+    return [given_layer(request)] if isinstance(request, TrainConfig) else list(request)
 
 
 def _on_every_rank(action: Callable[[], None], device: torch.device) -> None:

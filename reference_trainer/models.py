@@ -12,7 +12,6 @@ transforms come from our config, not timm's.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any, cast
@@ -23,7 +22,6 @@ from torch import Tensor, nn
 
 from .config import TrainConfig
 from .errors import ConfigError
-from .methods import Method
 from .resnets import create_resnet, is_resnet, resnet_kwargs
 
 #: Short names users type, and the timm models they stand for.
@@ -316,29 +314,8 @@ class OnlineNetwork(nn.Module):
         return tuple(self.predictor(z) for z in self.encoder(views))
 
 
-def build_networks(cfg: TrainConfig, method: type[Method]) -> tuple[OnlineNetwork, Encoder | None]:
-    """The online network and, for methods with one, its EMA target (a copy without
-    drop-path and without grad)."""
-    backbone = create_backbone(cfg)
-    heads = method.heads(feature_dim(backbone), cfg)
-    if cfg.freeze_patch_embed:
-        patch = getattr(backbone, "patch_embed", None)
-        if patch is None:
-            raise ConfigError(f"--freeze-patch-embed: {cfg.arch} has no patch_embed")
-        patch.requires_grad_(False)
-    encoder = Encoder(
-        backbone, heads.projector, views_share_batch_norm=method.views_share_batch_norm
-    )
-    online = OnlineNetwork(encoder, heads.predictor)
-    if not method.momentum_target:
-        return online, None
-    target = copy.deepcopy(online.encoder)
-    _set_drop_path(target, 0.0)  # MoBY: drop-path 0.2 online, 0 target
-    target.requires_grad_(False)
-    return online, target
-
-
-def _set_drop_path(module: nn.Module, rate: float) -> None:
+def set_drop_path(module: nn.Module, rate: float) -> None:
+    """Set the rate of every drop-path layer of ``module`` (timm's ``DropPath``)."""
     for m in module.modules():
         if type(m).__name__ == "DropPath":
             m.drop_prob = rate  # type: ignore[assignment]

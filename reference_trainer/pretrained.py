@@ -15,12 +15,14 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .atomic import write_atomic
+from .build import build_networks
 from .config import TrainConfig
 from .data.transforms import AugmentationConfig, eval_crop_fraction, eval_resize_side
 from .errors import ConfigError
 from .methods import get_method
-from .models import MOCOV3_ARCHS, backbone_kwargs, build_networks, create_backbone
+from .models import MOCOV3_ARCHS, backbone_kwargs, create_backbone
 from .resnets import apply_cifar_stem, is_resnet, rebuild_code, uses_cifar_stem
+from .resolve import method_settings
 
 Branch = Literal["online", "target"]
 
@@ -40,7 +42,7 @@ def load_backbone(run: str | Path, branch: Branch = "online") -> tuple[nn.Module
     """
     cfg, state = load_run(run)
     torch.manual_seed(cfg.seed)
-    online, target = build_networks(cfg, get_method(cfg.method))
+    online, target = build_networks(cfg, get_method(cfg.method), method_settings(cfg, None))
     if branch == "online":
         online.load_state_dict(state["online"])
         backbone = online.encoder.backbone

@@ -42,7 +42,7 @@ __all__ = [
 class StepInfo:
     lr: float
     momentum: float
-    synthetic: bool  # synthetic negatives were active
+    negatives_active: bool  # synthetic negatives were active
 
 
 @dataclass
@@ -80,7 +80,7 @@ def records(pending: list[Pending], rate: float, device: torch.device) -> list[d
             "loss": loss_values[i],
             "lr": p.info.lr,
             "momentum": p.info.momentum,
-            "synthetic_negatives": p.info.synthetic,
+            "synthetic_negatives": p.info.negatives_active,
             "img_per_s": rate,
         }
         if p.counts is not None:

@@ -20,21 +20,17 @@ Patches, windows and heads do not exist in a ResNet; those options are refused.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import timm
 from torch import nn
 
-from .errors import ConfigError, flag
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
+from .config import TrainConfig
 
 __all__ = [
     "CIFAR_STEM_MAX_SIZE",
     "TRANSFORMER_ONLY_OPTIONS",
     "apply_cifar_stem",
-    "check_resnet_options",
     "create_resnet",
     "is_resnet",
     "rebuild_code",
@@ -59,23 +55,8 @@ def uses_cifar_stem(img_size: int) -> bool:
     return img_size <= CIFAR_STEM_MAX_SIZE
 
 
-def check_resnet_options(cfg: TrainConfig) -> None:
-    """Refuse the transformer-only options for a ResNet ``--arch`` (one line, before any file
-    is written)."""
-    for name in TRANSFORMER_ONLY_OPTIONS:
-        value = getattr(cfg, name)
-        if value is not None and value is not False:
-            option = flag(name)
-            raise ConfigError(
-                f"{option}: {cfg.arch} is a ResNet, which has no patches, windows or attention "
-                f"heads; leave {option} out (ResNets take --depth: blocks per stage, and "
-                "--embed-dim: width of the first stage)"
-            )
-
-
 def resnet_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The ``timm.create_model`` arguments of a ResNet config (its size overrides)."""
-    check_resnet_options(cfg)
     kwargs: dict[str, Any] = {}
     if cfg.depth is not None:
         kwargs["layers"] = (cfg.depth,) * 4

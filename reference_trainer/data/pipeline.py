@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from syn2co.samplers import MixedDataset, MixedSourceBatchSampler, RatioSchedule
 
-from ..config import Resolved, TrainConfig, check_mixing
+from ..config import TrainConfig
 from ..errors import ConfigError
 from ..seeds import Stream, hashed_seed, stream_seed, torch_generator
 from ..signals import ignore_stop_signals
@@ -151,17 +151,16 @@ class TrainData:
     def train_size(self) -> int:
         return _size(self.real) + (0 if self.synthetic is None else _size(self.synthetic))
 
-    def configure(self, resolved: Resolved) -> None:
-        cfg = resolved.config
+    def configure(self, cfg: TrainConfig, *, total_steps: int, steps_per_epoch: int) -> None:
+        """Build the sampler and the loader for a run of ``total_steps`` optimizer steps with
+        ``steps_per_epoch`` global batches per epoch (``cfg``: the run's resolved options)."""
         fraction: float | RatioSchedule = cfg.synthetic_fraction
         if cfg.synthetic_schedule != "constant":
             assert cfg.synthetic_fraction_end is not None
             build = (
                 RatioSchedule.linear if cfg.synthetic_schedule == "linear" else RatioSchedule.cosine
             )
-            fraction = build(
-                cfg.synthetic_fraction, cfg.synthetic_fraction_end, steps=resolved.total_steps
-            )
+            fraction = build(cfg.synthetic_fraction, cfg.synthetic_fraction_end, steps=total_steps)
         synthetic: Any = self.synthetic if self.synthetic is not None else []
         try:
             self.sampler = MixedSourceBatchSampler(
@@ -172,7 +171,7 @@ class TrainData:
                 seed=cfg.seed,
                 rank=self.rank,
                 world_size=self.world_size,
-                steps_per_epoch=resolved.steps_per_epoch,
+                steps_per_epoch=steps_per_epoch,
             )
         except ValueError as e:
             raise ConfigError(f"real/synthetic mixing: {e}") from None
@@ -235,9 +234,6 @@ class TrainData:
 def build_train_data(
     cfg: TrainConfig, *, rank: int, world_size: int, device: torch.device | None = None
 ) -> TrainData:
-    if cfg.workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
-    check_mixing(cfg)  # before any file is read
     synthetic_only = cfg.synthetic_fraction == 1.0 and cfg.synthetic_schedule == "constant"
     if synthetic_only and cfg.data is None and get_dataset(cfg.dataset).needs_root:
         real: Dataset[Any] = _Empty()  # synthetic only; --data is needed later for eval only

@@ -4,8 +4,9 @@ A method is one :class:`Method` subclass in its own file of this package, regist
 :func:`reference_trainer.methods.register`. It declares
 
 * its recipe defaults (:class:`MethodPreset`: optimizer, learning rate, schedule, temperature,
-  EMA momentum and schedule, queue length, head widths, regularisation), which the config fills
-  in where the user gave nothing, possibly chosen by the config (:meth:`Method.recipe`);
+  EMA momentum and schedule, queue length, head widths, regularisation), the layer of a run's
+  options just above the field defaults (:mod:`reference_trainer.resolve`), possibly chosen by
+  the image size (:meth:`Method.preset_for`);
 * its heads (:meth:`Method.heads`: a projector, and a predictor or none);
 * whether it has a momentum (EMA) target (:attr:`Method.momentum_target`), what bank of
   negatives it draws from (:attr:`Method.bank`: a queue, the batch itself, or none), whether
@@ -17,9 +18,10 @@ A method is one :class:`Method` subclass in its own file of this package, regist
   queues and synthetic negatives), and its per-step state updates (:meth:`Method.update`, e.g.
   enqueueing keys).
 
-The engine never asks which method it runs: it calls :meth:`Method.encode`, the method for the
-loss, steps the optimizer, moves the target by EMA (cosine or constant momentum) and calls
-:meth:`Method.update`.
+A method is built from :class:`MethodSettings`, the few resolved values it needs, never from
+the whole run's configuration. The engine never asks which method it runs: it calls
+:meth:`Method.encode`, the method for the loss, steps the optimizer, moves the target by EMA
+(cosine or constant momentum) and calls :meth:`Method.update`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, Self, TypedDict
+from typing import ClassVar, Literal, Self, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +37,7 @@ from torch import Tensor, nn
 
 from syn2co.negatives import NegativeSpec, similarity, synthesize, synthetic_logits
 
-if TYPE_CHECKING:  # the config imports this package; never the reverse at run time
-    from ..config import Resolved, TrainConfig
+from ..config import EmaSchedule, OptimizerKind, WeightDecayExclude
 
 __all__ = [
     "BankKind",
@@ -44,10 +45,12 @@ __all__ = [
     "EmaSchedule",
     "Embeddings",
     "Heads",
+    "LossDirection",
     "LossExtras",
     "Method",
     "MethodOutput",
     "MethodPreset",
+    "MethodSettings",
     "Networks",
     "OptimizerKind",
     "StepContext",
@@ -59,9 +62,6 @@ __all__ = [
 ]
 
 BankKind = Literal["queue", "in-batch", "none"]
-OptimizerKind = Literal["adamw", "sgd", "lars"]
-EmaSchedule = Literal["cosine", "constant"]
-WeightDecayExclude = Literal["1d", "1d+no-weight-decay", "none"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,28 @@ class MethodPreset:
     proj_dim: int = 256
 
 
+@dataclass(frozen=True)
+class MethodSettings:
+    """The resolved values a method is built from (:meth:`Method.heads`, :meth:`Method.create`).
+
+    Attributes:
+        temperature: Contrastive temperature tau.
+        queue_size: Length of each negative queue (methods with a queue).
+        proj_hidden: Hidden width of the heads' MLPs; None: the backbone's feature width.
+        proj_dim: Output width of the projector (the embedding size D).
+        spec: The synthetic negatives' counts and coefficients, or None without them.
+        vectors: Form synthetic negatives as (B, M, D) vectors (``--negatives-path vectors``)
+            instead of only their cosines.
+    """
+
+    temperature: float
+    queue_size: int
+    proj_hidden: int | None
+    proj_dim: int
+    spec: NegativeSpec | None = None
+    vectors: bool = False
+
+
 @dataclass
 class Heads:
     """The heads on top of the backbone's pooled features."""
@@ -145,7 +167,7 @@ class StepContext:
     """What a step tells the method beyond the embeddings.
 
     Attributes:
-        synthetic: Synthetic negatives are active at this step.
+        negatives_active: Synthetic negatives are active at this step (inside their window).
         generator: The random stream of the synthetic negatives (this rank's).
         sources: (B,) source tag of each row (see ``reference_trainer.diagnostics.Source``) when
             the batch mixes sources, else None.
@@ -155,10 +177,15 @@ class StepContext:
             within this rank's batch; None when every row is its own group.
     """
 
-    synthetic: bool
+    negatives_active: bool
     generator: torch.Generator | None = None
     sources: Tensor | None = None
     groups: Tensor | None = None
+
+    @property
+    def synthetic(self) -> bool:
+        """Deprecated name of :attr:`negatives_active`."""
+        return self.negatives_active
 
 
 @dataclass(frozen=True)
@@ -184,8 +211,9 @@ class Networks:
 
 
 @dataclass
-class Direction:
-    """One loss direction, kept for the hardness diagnostics."""
+class LossDirection:
+    """One direction of a method's loss (a query against its positive and its bank), kept for
+    the hardness diagnostics."""
 
     query: Tensor  # (B, D) the anchor (online prediction of one view)
     positive: Tensor  # (B, D) its positive (target projection of the other view)
@@ -272,7 +300,11 @@ class MethodOutput:
     """The loss of a step (a scalar with gradient) and its directions for diagnostics."""
 
     loss: Tensor
-    directions: tuple[Direction, ...]
+    directions: tuple[LossDirection, ...]
+
+
+#: Deprecated name of :class:`LossDirection`.
+Direction = LossDirection
 
 
 class Method(nn.Module, ABC):
@@ -314,24 +346,26 @@ class Method(nn.Module, ABC):
     vectors: bool = False
 
     @classmethod
-    def recipe(cls, cfg: TrainConfig) -> MethodPreset:
-        """The preset for a run's config (default: :attr:`preset`; a method may pick values by
+    def preset_for(cls, img_size: int) -> MethodPreset:
+        """The preset at an image side (default: :attr:`preset`; a method may pick values by
         image size, e.g. SimCLR's temperature on CIFAR and on ImageNet)."""
-        del cfg
+        del img_size
         return cls.preset
 
     @classmethod
     @abstractmethod
-    def heads(cls, feature_dim: int, cfg: TrainConfig) -> Heads:
+    def heads(cls, feature_dim: int, settings: MethodSettings) -> Heads:
         """The projector (and predictor) for a backbone of ``feature_dim`` pooled features."""
 
     @classmethod
     @abstractmethod
-    def create(cls, resolved: Resolved, *, tags: bool, generator: torch.Generator | None) -> Self:
+    def create(
+        cls, settings: MethodSettings, *, tags: bool, generator: torch.Generator | None
+    ) -> Self:
         """The method's state for a run (queues, ...).
 
         Args:
-            resolved: The run's resolved config.
+            settings: The resolved values the method is built from.
             tags: Keep each bank entry's source tag (the batches mix sources).
             generator: CPU stream for random initial state (e.g. the queues' first rows).
         """
@@ -373,7 +407,7 @@ class Method(nn.Module, ABC):
         exclude: Tensor | None = None,
     ) -> tuple[Tensor | None, SyntheticNegatives | None]:
         """One loss direction's query-bank similarities and synthetic negatives, or (None,
-        None) when the step has none (``ctx.synthetic`` false, or no :attr:`spec`).
+        None) when the step has none (``ctx.negatives_active`` false, or no :attr:`spec`).
 
         Args:
             query: (B, D) the direction's queries.
@@ -388,7 +422,7 @@ class Method(nn.Module, ABC):
             The (B, K) similarities, with gradient, to hand to the loss as its negative
             similarities, and the synthetic negatives (:func:`loss_extras` hands them on).
         """
-        if not ctx.synthetic or self.spec is None:
+        if not ctx.negatives_active or self.spec is None:
             return None, None
         sim = similarity(query, bank) if query_bank_similarity is None else query_bank_similarity
         made = synthetic_negatives(
@@ -411,10 +445,8 @@ class Method(nn.Module, ABC):
         """
 
 
-def head_widths(cfg: TrainConfig, feature_dim: int) -> tuple[int, int]:
-    """The heads' hidden and output widths of a resolved config: ``(proj_hidden, proj_dim)``,
-    the hidden width being the backbone's ``feature_dim`` where the config leaves it None."""
-    hidden = feature_dim if cfg.proj_hidden is None else cfg.proj_hidden
-    if cfg.proj_dim is None:
-        raise ValueError("head_widths: expected a resolved config (proj_dim is None)")
-    return hidden, cfg.proj_dim
+def head_widths(settings: MethodSettings, feature_dim: int) -> tuple[int, int]:
+    """The heads' hidden and output widths: ``(proj_hidden, proj_dim)``, the hidden width being
+    the backbone's ``feature_dim`` where the settings leave it None."""
+    hidden = feature_dim if settings.proj_hidden is None else settings.proj_hidden
+    return hidden, settings.proj_dim

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 import torch
 from torch import Tensor
@@ -13,20 +13,18 @@ from syn2co.queue import NegativeQueue
 
 from ..heads import mlp
 from .base import (
-    Direction,
     Embeddings,
     Heads,
+    LossDirection,
     Method,
     MethodOutput,
     MethodPreset,
+    MethodSettings,
     StepContext,
     head_widths,
     loss_extras,
 )
 from .registry import register
-
-if TYPE_CHECKING:
-    from ..config import Resolved, TrainConfig
 
 
 @register
@@ -73,23 +71,25 @@ class MoBY(Method):
         self.spec = spec
 
     @classmethod
-    def heads(cls, feature_dim: int, cfg: TrainConfig) -> Heads:
-        hidden, dim = head_widths(cfg, feature_dim)
+    def heads(cls, feature_dim: int, settings: MethodSettings) -> Heads:
+        hidden, dim = head_widths(settings, feature_dim)
         return Heads(
             projector=mlp(feature_dim, hidden, dim, 2, last_bn=False),
             predictor=mlp(dim, hidden, dim, 2, last_bn=False),
         )
 
     @classmethod
-    def create(cls, resolved: Resolved, *, tags: bool, generator: torch.Generator | None) -> Self:
+    def create(
+        cls, settings: MethodSettings, *, tags: bool, generator: torch.Generator | None
+    ) -> Self:
         return cls(
-            resolved.proj_dim,
-            resolved.queue_size,
-            temperature=resolved.temperature,
-            spec=resolved.spec,
+            settings.proj_dim,
+            settings.queue_size,
+            temperature=settings.temperature,
+            spec=settings.spec,
             generator=generator,
             tags=tags,
-            vectors=resolved.config.negatives_path == "vectors",
+            vectors=settings.vectors,
         )
 
     def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
@@ -109,8 +109,8 @@ class MoBY(Method):
         loss = moby_loss(views[0], views[1], temperature=self.temperature)
         cosines = [None if e is None else e.cosines for e in extra]
         tags = [q.tags.detach() if q.tags is not None else None for q in (self.queue2, self.queue1)]
-        d1 = Direction(p1, t2, banks[0], cosines[0], None, tags[0])
-        d2 = Direction(p2, t1, banks[1], cosines[1], None, tags[1])
+        d1 = LossDirection(p1, t2, banks[0], cosines[0], None, tags[0])
+        d2 = LossDirection(p2, t1, banks[1], cosines[1], None, tags[1])
         return MethodOutput(loss, (d1, d2))
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ bank the loss multiplies once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 import torch
 from torch import Tensor
@@ -35,21 +35,19 @@ from syn2co.queue import NegativeQueue
 from ..heads import mlp
 from ..seeds import hashed_seed, torch_generator
 from .base import (
-    Direction,
     Embeddings,
     Heads,
+    LossDirection,
     Method,
     MethodOutput,
     MethodPreset,
+    MethodSettings,
     Networks,
     StepContext,
     head_widths,
     loss_extras,
 )
 from .registry import register
-
-if TYPE_CHECKING:
-    from ..config import Resolved, TrainConfig
 
 __all__ = ["SHUFFLE_BN_SPLITS", "MoCoV2", "shuffled_keys"]
 
@@ -105,20 +103,22 @@ class MoCoV2(Method):
         self.spec = spec
 
     @classmethod
-    def heads(cls, feature_dim: int, cfg: TrainConfig) -> Heads:
-        hidden, dim = head_widths(cfg, feature_dim)
+    def heads(cls, feature_dim: int, settings: MethodSettings) -> Heads:
+        hidden, dim = head_widths(settings, feature_dim)
         return Heads(projector=mlp(feature_dim, hidden, dim, 2, last_bn=False, bn=False))
 
     @classmethod
-    def create(cls, resolved: Resolved, *, tags: bool, generator: torch.Generator | None) -> Self:
+    def create(
+        cls, settings: MethodSettings, *, tags: bool, generator: torch.Generator | None
+    ) -> Self:
         return cls(
-            resolved.proj_dim,
-            resolved.queue_size,
-            temperature=resolved.temperature,
-            spec=resolved.spec,
+            settings.proj_dim,
+            settings.queue_size,
+            temperature=settings.temperature,
+            spec=settings.spec,
             generator=generator,
             tags=tags,
-            vectors=resolved.config.negatives_path == "vectors",
+            vectors=settings.vectors,
         )
 
     def encode(self, nets: Networks, views: tuple[Tensor, ...]) -> Embeddings:
@@ -153,7 +153,7 @@ class MoCoV2(Method):
         )
         tags = None if self.queue.tags is None else self.queue.tags.detach()
         cosines = None if made is None else made.cosines
-        return MethodOutput(loss, (Direction(query, key, bank, cosines, None, tags),))
+        return MethodOutput(loss, (LossDirection(query, key, bank, cosines, None, tags),))
 
     @torch.no_grad()
     def update(self, keys: Embeddings, sources: Tensor | None) -> None:

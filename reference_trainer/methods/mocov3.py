@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 import torch
 
@@ -12,20 +12,18 @@ from syn2co.negatives import NegativeSpec, positive_mask
 
 from ..heads import mlp
 from .base import (
-    Direction,
     Embeddings,
     Heads,
+    LossDirection,
     Method,
     MethodOutput,
     MethodPreset,
+    MethodSettings,
     StepContext,
     head_widths,
     loss_extras,
 )
 from .registry import register
-
-if TYPE_CHECKING:
-    from ..config import Resolved, TrainConfig
 
 
 @register
@@ -60,20 +58,22 @@ class MoCoV3(Method):
         self.vectors = vectors  # synthetic negatives as (B, M, D) vectors instead of cosines
 
     @classmethod
-    def heads(cls, feature_dim: int, cfg: TrainConfig) -> Heads:
-        hidden, dim = head_widths(cfg, feature_dim)
+    def heads(cls, feature_dim: int, settings: MethodSettings) -> Heads:
+        hidden, dim = head_widths(settings, feature_dim)
         return Heads(
             projector=mlp(feature_dim, hidden, dim, 3, last_bn=True),
             predictor=mlp(dim, hidden, dim, 2, last_bn=True),
         )
 
     @classmethod
-    def create(cls, resolved: Resolved, *, tags: bool, generator: torch.Generator | None) -> Self:
+    def create(
+        cls, settings: MethodSettings, *, tags: bool, generator: torch.Generator | None
+    ) -> Self:
         del tags, generator  # no state
         return cls(
-            temperature=resolved.temperature,
-            spec=resolved.spec,
-            vectors=resolved.config.negatives_path == "vectors",
+            temperature=settings.temperature,
+            spec=settings.spec,
+            vectors=settings.vectors,
         )
 
     def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
@@ -105,6 +105,6 @@ class MoCoV3(Method):
         cosines = [None if e is None else e.cosines for e in extra]
         sources = ctx.sources
         tags = None if sources is None else distributed.gather(sources.to(p1.device))
-        d1 = Direction(p1, t2, keys[0].rows, cosines[0], mask, tags)
-        d2 = Direction(p2, t1, keys[1].rows, cosines[1], mask, tags)
+        d1 = LossDirection(p1, t2, keys[0].rows, cosines[0], mask, tags)
+        d2 = LossDirection(p2, t1, keys[1].rows, cosines[1], mask, tags)
         return MethodOutput(loss, (d1, d2))

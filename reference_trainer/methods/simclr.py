@@ -33,7 +33,7 @@ and its synthetic negatives) and ``s`` the cosine similarity. For every anchor o
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 import torch
 from torch import Tensor, nn
@@ -44,20 +44,18 @@ from syn2co.negatives import NegativeSpec
 
 from ..heads import mlp
 from .base import (
-    Direction,
     Embeddings,
     Heads,
+    LossDirection,
     Method,
     MethodOutput,
     MethodPreset,
+    MethodSettings,
     StepContext,
     head_widths,
     loss_extras,
 )
 from .registry import register
-
-if TYPE_CHECKING:
-    from ..config import Resolved, TrainConfig
 
 __all__ = ["CIFAR_MAX_SIZE", "FeatureScale", "SimCLR", "extra_positives"]
 
@@ -118,9 +116,9 @@ class SimCLR(Method):
         self.vectors = vectors  # synthetic negatives as (2B, M, D) vectors instead of cosines
 
     @classmethod
-    def recipe(cls, cfg: TrainConfig) -> MethodPreset:
+    def preset_for(cls, img_size: int) -> MethodPreset:
         """The CIFAR-10 setting at sides up to :data:`CIFAR_MAX_SIZE`, else ImageNet's."""
-        return cls.cifar_preset if cfg.img_size <= CIFAR_MAX_SIZE else cls.preset
+        return cls.cifar_preset if img_size <= CIFAR_MAX_SIZE else cls.preset
 
     @classmethod
     def bank_size(cls, *, batch_size: int, queue_size: int) -> int:
@@ -129,8 +127,8 @@ class SimCLR(Method):
         return 2 * batch_size - 2
 
     @classmethod
-    def heads(cls, feature_dim: int, cfg: TrainConfig) -> Heads:
-        hidden, dim = head_widths(cfg, feature_dim)
+    def heads(cls, feature_dim: int, settings: MethodSettings) -> Heads:
+        hidden, dim = head_widths(settings, feature_dim)
         # Linear-BN-ReLU-Linear-BN, the last BN without shift: mlp's last BN has no affine,
         # so its scale follows.
         return Heads(
@@ -138,12 +136,14 @@ class SimCLR(Method):
         )
 
     @classmethod
-    def create(cls, resolved: Resolved, *, tags: bool, generator: torch.Generator | None) -> Self:
+    def create(
+        cls, settings: MethodSettings, *, tags: bool, generator: torch.Generator | None
+    ) -> Self:
         del tags, generator  # no state
         return cls(
-            temperature=resolved.temperature,
-            spec=resolved.spec,
-            vectors=resolved.config.negatives_path == "vectors",
+            temperature=settings.temperature,
+            spec=settings.spec,
+            vectors=settings.vectors,
         )
 
     def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
@@ -179,8 +179,12 @@ class SimCLR(Method):
             tags = distributed.gather(ctx.sources.to(z1.device)).view(world, b).repeat(1, 2)
             tags = tags.reshape(-1)
         cosines = None if made is None else made.cosines  # (2B, M), anchors in view order
-        d1 = Direction(z1, z2, bank, None if cosines is None else cosines[:b], exclude[:b], tags)
-        d2 = Direction(z2, z1, bank, None if cosines is None else cosines[b:], exclude[b:], tags)
+        d1 = LossDirection(
+            z1, z2, bank, None if cosines is None else cosines[:b], exclude[:b], tags
+        )
+        d2 = LossDirection(
+            z2, z1, bank, None if cosines is None else cosines[b:], exclude[b:], tags
+        )
         return MethodOutput(loss, (d1, d2))
 
 

@@ -30,13 +30,13 @@ import pytest
 from typer.testing import CliRunner
 
 from reference_trainer.cli import app
-from reference_trainer.config import resolve
 from reference_trainer.data.pipeline import eval_loader
 from reference_trainer.demo import SMALL_OVERRIDES, demo_config
 from reference_trainer.engine import train
 from reference_trainer.evaluate import knn_probe
 from reference_trainer.methods import get_method, method_names
 from reference_trainer.pretrained import load_backbone, random_backbone
+from reference_trainer.resolve import resolve
 
 SMALL = {**SMALL_OVERRIDES, "log_every": 50, "hardness_every": 50, "checkpoint_every": 150}
 

@@ -14,9 +14,10 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import Tensor
 
-from reference_trainer.config import TrainConfig, resolve
+from reference_trainer.config import TrainConfig
 from reference_trainer.methods import Embeddings, Networks, StepContext, get_method
 from reference_trainer.methods.mocov2 import SHUFFLE_BN_SPLITS, MoCoV2, shuffled_keys
+from reference_trainer.resolve import resolve
 from syn2co.negatives import NegativeSpec, synthesize
 
 B, D, K = 6, 8, 16
@@ -48,19 +49,20 @@ def reference_loss(q: Tensor, k: Tensor, bank: Tensor, extra: Tensor | None, tau
 def test_preset_is_moco_v2s_recipe() -> None:
     r = resolve(TrainConfig(method="mocov2", arch="resnet50", batch_size=512), train_size=10_000)
     assert r.method is get_method("mocov2")
-    assert (r.optimizer, r.lr, r.weight_decay, r.warmup_steps) == ("sgd", 0.03 * 2, 1e-4, 0)
-    assert (r.temperature, r.ema_momentum, r.ema_schedule, r.queue_size) == (
+    c = r.config
+    assert (c.optimizer, r.lr, c.weight_decay, r.warmup_steps) == ("sgd", 0.03 * 2, 1e-4, 0)
+    assert (c.temperature, c.momentum, r.preset.ema_schedule, c.queue_size) == (
         0.2,
         0.999,
         "constant",
         65536,
     )
-    assert (r.config.proj_hidden, r.proj_dim) == (None, 128)  # hidden: the backbone's width
+    assert (c.proj_hidden, c.proj_dim) == (None, 128)  # hidden: the backbone's width
 
 
 def test_heads_are_a_two_layer_mlp_without_bn() -> None:
-    cfg = resolve(TrainConfig(method="mocov2", arch="resnet50"), train_size=100).config
-    heads = MoCoV2.heads(2048, cfg)
+    plan = resolve(TrainConfig(method="mocov2", arch="resnet50"), train_size=100)
+    heads = MoCoV2.heads(2048, plan.method_settings())
     assert heads.predictor is None
     layers = [type(m).__name__ for m in heads.projector]
     assert layers == ["Linear", "ReLU", "Linear"]
@@ -72,7 +74,7 @@ def test_loss_matches_a_plain_reference_then_keys_enter_the_queue() -> None:
     m = method()
     q, k = data(1, B, D).requires_grad_(), data(2, B, D)
     bank = m.queue.bank.clone()
-    out = m(Embeddings((q,), (k,)), StepContext(synthetic=False))
+    out = m(Embeddings((q,), (k,)), StepContext(negatives_active=False))
     assert out.loss.item() == pytest.approx(reference_loss(q, k, bank, None, 0.2).item(), rel=1e-6)
     out.loss.backward()
     assert q.grad is not None and bool(q.grad.abs().sum() > 0)

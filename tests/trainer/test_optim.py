@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from reference_trainer.build import build_optimizer
-from reference_trainer.config import TrainConfig, resolve
-from reference_trainer.models import build_networks
+from reference_trainer.build import build_networks, build_optimizer
+from reference_trainer.config import TrainConfig
 from reference_trainer.optim import LARS
+from reference_trainer.resolve import resolve
 
 
 def norm(v: list[float]) -> float:
@@ -119,11 +119,13 @@ def test_build_optimizer_groups(
         {"depth": 1, "embed_dim": 32, "num_heads": 2, "proj_hidden": 64, "proj_dim": 32} | options
     )
     resolved = resolve(cfg, train_size=64)
-    online, _ = build_networks(resolved.config, resolved.method)
+    online, _ = build_networks(resolved.config, resolved.method, resolved.method_settings())
     opt = build_optimizer(resolved, online, torch.device("cpu"))
     assert type(opt) is kind
     decay, no_decay = opt.param_groups
-    assert decay["weight_decay"] == resolved.weight_decay > 0 and no_decay["weight_decay"] == 0
+    assert (
+        decay["weight_decay"] == resolved.config.weight_decay > 0 and no_decay["weight_decay"] == 0
+    )
     n_params = len([p for p in online.parameters() if p.requires_grad])
     assert len(decay["params"]) + len(no_decay["params"]) == n_params
     if decay_all:

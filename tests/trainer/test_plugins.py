@@ -15,7 +15,7 @@ import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -39,12 +39,13 @@ from reference_trainer.data import (
 from reference_trainer.errors import ConfigError
 from reference_trainer.heads import mlp
 from reference_trainer.methods import (
-    Direction,
     Embeddings,
     Heads,
+    LossDirection,
     Method,
     MethodOutput,
     MethodPreset,
+    MethodSettings,
     StepContext,
     head_widths,
     register,
@@ -53,10 +54,6 @@ from reference_trainer.methods import (
 from reference_trainer.plugins import ENTRY_POINT_GROUP, load_plugins
 
 from .conftest import TINY_DEIT, TINY_RESNET, tiny_run, write_image_folder
-
-if TYPE_CHECKING:
-    from reference_trainer.config import Resolved, TrainConfig
-
 
 # --------------------------------------------------------------------------------------------
 # A method
@@ -82,12 +79,14 @@ class AlignUniform(Method):
     bank = "none"  # no negatives to synthesise from
 
     @classmethod
-    def heads(cls, feature_dim: int, cfg: TrainConfig) -> Heads:
-        hidden, dim = head_widths(cfg, feature_dim)
+    def heads(cls, feature_dim: int, settings: MethodSettings) -> Heads:
+        hidden, dim = head_widths(settings, feature_dim)
         return Heads(projector=mlp(feature_dim, hidden, dim, 2, last_bn=False, bn=False))
 
     @classmethod
-    def create(cls, resolved: Resolved, *, tags: bool, generator: torch.Generator | None) -> Self:
+    def create(
+        cls, settings: MethodSettings, *, tags: bool, generator: torch.Generator | None
+    ) -> Self:
         return cls()
 
     def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
@@ -100,7 +99,7 @@ class AlignUniform(Method):
 
         loss = align + (uniformity(z1) + uniformity(z2)) / 2
         own = torch.eye(z1.shape[0], dtype=torch.bool, device=z1.device)  # for the diagnostics
-        return MethodOutput(loss, (Direction(z1, z2, z2.detach(), None, own),))
+        return MethodOutput(loss, (LossDirection(z1, z2, z2.detach(), None, own),))
 
 
 # --------------------------------------------------------------------------------------------

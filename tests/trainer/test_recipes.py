@@ -10,10 +10,11 @@ import yaml
 from typer.testing import CliRunner
 
 from reference_trainer.cli import app, config_from_options
-from reference_trainer.config import TrainConfig, resolve
+from reference_trainer.config import TrainConfig
 from reference_trainer.errors import ConfigError
 from reference_trainer.methods import register, unregister
 from reference_trainer.recipes import load_recipe, recipe_names, recipes
+from reference_trainer.resolve import resolve
 
 from .conftest import write_cifar10, write_cifar100, write_fake_imagenet, write_image_folder
 

@@ -11,11 +11,13 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from reference_trainer.build import build_networks
 from reference_trainer.cli import app
-from reference_trainer.config import TrainConfig, resolve
+from reference_trainer.config import TrainConfig
 from reference_trainer.errors import ConfigError
-from reference_trainer.models import build_networks, create_backbone, feature_dim
+from reference_trainer.models import create_backbone, feature_dim
 from reference_trainer.pretrained import load_backbone, load_exported
+from reference_trainer.resolve import resolve
 
 from .conftest import TINY_RESNET, tiny_run
 
@@ -61,9 +63,9 @@ def test_tiny_overrides_set_blocks_and_widths() -> None:
 def test_presets_leave_transformer_settings_off_for_resnets() -> None:
     for method in ("moby", "mocov3"):
         r = resolve(TrainConfig(arch="resnet18", method=method), train_size=1000)
-        assert r.drop_path == 0.0 and r.freeze_patch_embed is False
+        assert r.config.drop_path == 0.0 and r.config.freeze_patch_embed is False
     vit = resolve(TrainConfig(arch="deit_s", method="mocov3"), train_size=1000)
-    assert vit.drop_path == 0.1 and vit.freeze_patch_embed is True
+    assert vit.config.drop_path == 0.1 and vit.config.freeze_patch_embed is True
 
 
 @pytest.mark.parametrize(
@@ -136,7 +138,7 @@ def test_which_views_share_the_backbones_batch_norm(method: str, arch: str, per_
     cfg = TrainConfig.from_dict({"arch": arch, "method": method, **overrides})
     resolved = resolve(cfg, train_size=100)
     torch.manual_seed(0)
-    online, _ = build_networks(resolved.config, resolved.method)
+    online, _ = build_networks(resolved.config, resolved.method, resolved.method_settings())
     encoder = online.encoder.train()
     torch.manual_seed(1)
     # views with different statistics, so that shared and separate batch norm differ

@@ -11,11 +11,18 @@ import torch
 from typer.testing import CliRunner
 
 from reference_trainer.cli import app
-from reference_trainer.config import TrainConfig, check_options, resolve
+from reference_trainer.config import TrainConfig
 from reference_trainer.errors import ConfigError
 from reference_trainer.models import create_backbone, parameter_groups
+from reference_trainer.resolve import given_layer, resolve, resolve_options
 
 from .conftest import tiny_run
+
+
+def check_options(cfg: TrainConfig) -> None:
+    """Validate a config's options as a run would, before reading any data."""
+    resolve_options([given_layer(cfg)])
+
 
 SYNCO = TrainConfig(negatives="synco-v2", negatives_start_epoch=30, negatives_end_epoch=101)
 

@@ -14,10 +14,11 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reference_trainer.config import TrainConfig, resolve
+from reference_trainer.config import TrainConfig
 from reference_trainer.heads import GlobalBatchNorm1d
 from reference_trainer.methods import Embeddings, StepContext
 from reference_trainer.methods.simclr import FeatureScale, SimCLR
+from reference_trainer.resolve import resolve
 from syn2co.negatives import NegativeSpec
 
 B, D, TAU = 5, 8, 0.5
@@ -48,19 +49,23 @@ def test_recipe_by_image_size() -> None:
     cifar = resolve(
         TrainConfig(method="simclr", arch="resnet18", batch_size=512), train_size=50_000
     )
-    assert (cifar.optimizer, cifar.temperature, cifar.lr) == ("lars", 0.5, 1.0 * 512 / 256)
-    assert cifar.weight_decay == 1e-6 and cifar.warmup_steps == 10 * (50_000 // 512)
+    assert (cifar.config.optimizer, cifar.config.temperature, cifar.lr) == (
+        "lars",
+        0.5,
+        1.0 * 512 / 256,
+    )
+    assert cifar.config.weight_decay == 1e-6 and cifar.warmup_steps == 10 * (50_000 // 512)
     large = TrainConfig(method="simclr", arch="resnet50", batch_size=4096, img_size=224)
     imagenet = resolve(large, train_size=1_281_167)
-    assert (imagenet.temperature, imagenet.lr) == (0.1, 0.3 * 4096 / 256)
-    assert (imagenet.config.proj_hidden, imagenet.proj_dim) == (None, 128)
+    assert (imagenet.config.temperature, imagenet.lr) == (0.1, 0.3 * 4096 / 256)
+    assert (imagenet.config.proj_hidden, imagenet.config.proj_dim) == (None, 128)
     short = resolve(TrainConfig(method="simclr", arch="resnet18", steps=5), train_size=640)
     assert short.warmup_steps == 5  # ten epochs of warmup, capped at the run
 
 
 def test_projector_is_simclr_v1s() -> None:
-    cfg = resolve(TrainConfig(method="simclr", arch="resnet50"), train_size=100).config
-    heads = SimCLR.heads(2048, cfg)
+    plan = resolve(TrainConfig(method="simclr", arch="resnet50"), train_size=100)
+    heads = SimCLR.heads(2048, plan.method_settings())
     assert heads.predictor is None
     first, bn1, relu, second, bn2, scale = heads.projector
     assert (

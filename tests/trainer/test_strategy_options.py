@@ -17,8 +17,9 @@ from torch import Tensor
 from typer.testing import CliRunner
 
 from reference_trainer.cli import app
-from reference_trainer.config import TrainConfig, resolve, strategy_counts
+from reference_trainer.config import TrainConfig
 from reference_trainer.errors import ConfigError
+from reference_trainer.resolve import resolve, strategy_counts
 from syn2co.negatives import (
     STRATEGIES,
     Combination,
