@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from syn2co import _checks as chk
+from syn2co._random import draw_device
 from syn2co.losses import info_nce
 from syn2co.schedules import cosine_schedule, linear_schedule
 
@@ -264,7 +265,7 @@ class _LatentSource(nn.Module):
         """
         n = chk.check_int("n", n, minimum=1)
         chk.check_generator("generator", generator)
-        device = generator.device if generator is not None else self.device()
+        device = draw_device(generator, self.device())
         z = torch.randn(n, self.latent_dim, generator=generator, device=device)
         return z.to(self.device())
 
@@ -436,7 +437,7 @@ class PairGenerator(_LatentSource):
         base = self._check_latent("base", base)
         if noise is None:
             chk.check_generator("generator", generator)
-            device = generator.device if generator is not None else base.device
+            device = draw_device(generator, base.device)
             e = torch.randn(2, *base.shape, generator=generator, device=device).to(base)
             e_a, e_b = e[0], e[1]
         else:

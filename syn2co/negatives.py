@@ -62,6 +62,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from syn2co import _checks as chk
+from syn2co import _random
 
 __all__ = [
     "STRATEGIES",
@@ -687,7 +688,7 @@ def _draw_coefficient(field: str) -> DrawFn:
         gen: torch.Generator | None,
         device: torch.device,
     ) -> Tensor:
-        return _uniform((shape[0], shape[1], 1), getattr(spec, field), gen, device)
+        return _random.uniform((shape[0], shape[1], 1), getattr(spec, field), gen, device)
 
     return draw
 
@@ -698,7 +699,7 @@ def _draw_noise(
     gen: torch.Generator | None,
     device: torch.device,
 ) -> Tensor:
-    return _normal(torch.Size(shape), gen, device)
+    return _random.normal(torch.Size(shape), gen, device)
 
 
 def _draw_nothing(
@@ -1382,8 +1383,8 @@ def _draw(
     """Pool positions (B, picks * count), the generator's state before the draw if asked, and
     the strategy's draw. ``shape`` is (B, N, D)."""
     b, n_pool, d = shape
-    pos = _randint(n_pool, (b, strategy.picks * count), gen, device)
-    state = _rng_state(gen, device) if keep_state else None
+    pos = _random.randint(n_pool, (b, strategy.picks * count), gen, device)
+    state = _random.rng_state(gen, device) if keep_state else None
     return pos, strategy.draw(spec, (b, count, d), gen, device), state
 
 
@@ -1760,40 +1761,3 @@ def _bank_rows(
         return _take(source, bank_idx)
 
     return rows
-
-
-def _gen_device(gen: torch.Generator | None, device: torch.device) -> torch.device:
-    # A generator draws on its own device; the result then moves to the data's device.
-    return gen.device if gen is not None else device
-
-
-def _rng_state(gen: torch.Generator | None, device: torch.device) -> tuple[torch.device, Tensor]:
-    """Where the next draw happens and the state of the generator that makes it."""
-    if gen is not None:
-        return gen.device, gen.get_state()
-    if device.type == "cpu":
-        return device, torch.get_rng_state()
-    module = torch.get_device_module(device)
-    return device, cast(Tensor, module.get_rng_state(device))
-
-
-def _randint(
-    high: int, shape: tuple[int, ...], gen: torch.Generator | None, device: torch.device
-) -> Tensor:
-    return torch.randint(high, shape, generator=gen, device=_gen_device(gen, device)).to(device)
-
-
-def _uniform(
-    shape: tuple[int, ...],
-    rng: tuple[float, float],
-    gen: torch.Generator | None,
-    device: torch.device,
-) -> Tensor:
-    lo, hi = rng
-    u = torch.rand(shape, generator=gen, device=_gen_device(gen, device), dtype=torch.float32)
-    return (lo + (hi - lo) * u).to(device)
-
-
-def _normal(shape: torch.Size, gen: torch.Generator | None, device: torch.device) -> Tensor:
-    eps = torch.randn(shape, generator=gen, device=_gen_device(gen, device), dtype=torch.float32)
-    return eps.to(device)
