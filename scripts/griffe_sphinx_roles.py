@@ -7,8 +7,9 @@ extension, loaded from ``mkdocs.yml`` (``handlers.python.options.extensions``), 
 when griffe loads the package:
 
 * a role whose target resolves to a documented object of the package becomes an autorefs link
-  ``[`target`][full.path]``; any other target (a stale or private name) shows as plain code,
-  never as a broken link;
+  ``[`target`][full.path]``, a relative name resolving from where the object is rendered (for a
+  name a subpackage re-exports, the subpackage); any other target (a stale or private name)
+  shows as plain code, never as a broken link;
 * ``#:`` comments right above a module attribute without a docstring become its docstring;
 * a paragraph ending in ``::`` (reST's literal-block marker) ends in ``:`` instead;
 * an ``Example:`` section is read as Google style's ``Examples:`` (griffe takes the singular
@@ -40,24 +41,37 @@ def _walk(obj: griffe.Object) -> Iterator[griffe.Object]:
             yield from _walk(member)  # type: ignore[arg-type]
 
 
-def _rendered(obj: griffe.Object) -> bool:
-    """Whether mkdocstrings (``filters: public``) renders the object: public up to the package."""
-    current: griffe.Object | None = obj
-    while current is not None:
-        if not current.is_public:
-            return False
-        current = current.parent
-    return True
+def _documented(pkg: griffe.Module) -> tuple[dict[str, str], set[str]]:
+    """Where mkdocstrings (``filters: public``) renders the package's objects.
+
+    Each module of the package has its page, which renders the module's public members; a
+    module inside a subpackage has no page of its own (``show_submodules`` is off), its names
+    are rendered where the subpackage re-exports them (``syn2co.negatives.synthesize`` for
+    ``syn2co.negatives.vectors.synthesize``). Returns each rendered object's heading path (its
+    own path where it is rendered there, else the first re-export's) and every rendered path.
+    """
+    headings: dict[str, str] = {}
+    paths: set[str] = set()
+
+    def visit(obj: griffe.Object | griffe.Alias, path: str) -> None:
+        target = obj.final_target if isinstance(obj, griffe.Alias) else obj
+        if target is not obj:
+            headings.setdefault(target.path, path)
+        else:
+            headings[target.path] = path
+        paths.add(path)
+        for name, member in target.members.items():
+            if member.is_public and not (member.is_module and target is not pkg):
+                visit(member, f"{path}.{name}")
+
+    visit(pkg, pkg.path)
+    return headings, paths
 
 
-def _scopes(obj: griffe.Object) -> list[str]:
+def _scopes(path: str) -> list[str]:
     """Paths a relative name may live under, innermost first: the object, its parents."""
-    scopes = []
-    current: griffe.Object | None = obj
-    while current is not None:
-        scopes.append(current.path)
-        current = current.parent
-    return scopes
+    parts = path.split(".")
+    return [".".join(parts[:n]) for n in range(len(parts), 0, -1)]
 
 
 class SphinxRoles(griffe.Extension):
@@ -84,14 +98,14 @@ class SphinxRoles(griffe.Extension):
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
         objects = list(_walk(pkg))
-        paths = {obj.path for obj in objects if _rendered(obj)}
+        headings, paths = _documented(pkg)
         for obj in objects:
             if obj.is_class and "__post_init__" in obj.members:
                 # A dataclass's argument checks: an implementation detail, not API.
                 obj.del_member("__post_init__")
             if obj.docstring is None:
                 continue
-            scopes = _scopes(obj)
+            scopes = _scopes(headings.get(obj.path, obj.path))
 
             def link(match: re.Match[str], scopes: list[str] = scopes) -> str:
                 target = match.group(1)

@@ -3,8 +3,8 @@
 Syn2Co pretrains on real images, on a diffusion-generated clone of the dataset ("Fake it till
 you make it", Sariyildiz et al. 2023), or on both mixed at a chosen ratio. This module provides:
 
-* :class:`RatioSchedule`: the synthetic fraction of the batch as a function of the step
-  (constant, linear or cosine);
+* :class:`RatioSchedule` (from :mod:`syn2co.schedules`): the synthetic fraction of the batch
+  as a function of the step (constant, linear or cosine);
 * :func:`split_counts`: how many real and synthetic samples a batch of a given size holds
   (largest-remainder rounding), and :func:`shard_counts`: how a global batch's counts are split
   over ranks;
@@ -28,17 +28,16 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import ClassVar, Literal, Protocol, TypeVar
+from typing import ClassVar, Protocol, TypeVar
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from syn2co import distributed
-from syn2co._checks import check_choice, check_int, check_number
-from syn2co.schedules import cosine_schedule, linear_schedule
+from syn2co._checks import check_int, check_number
+from syn2co.schedules import RatioSchedule
 
 __all__ = [
     "REAL",
@@ -46,7 +45,7 @@ __all__ = [
     "MapDataset",
     "MixedDataset",
     "MixedSourceBatchSampler",
-    "RatioSchedule",
+    "RatioSchedule",  # a schedule of syn2co.schedules, exported here with the sampler it drives
     "shard_counts",
     "split_counts",
 ]
@@ -58,147 +57,9 @@ SYNTHETIC = 1
 
 T_co = TypeVar("T_co", covariant=True)
 
-_KINDS = ("constant", "linear", "cosine")
-
-
 # --------------------------------------------------------------------------------------------
-# Ratio schedules and counts
+# Counts
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RatioSchedule:
-    """The synthetic fraction of a batch as a function of the step (Syn2Co mixing ratio).
-
-    Build one with :meth:`constant`, :meth:`linear` or :meth:`cosine` rather than calling the
-    constructor. ``linear`` and ``cosine`` move from ``start`` at step 0 to ``end`` at step
-    ``steps`` and stay at ``end`` afterwards (see :func:`syn2co.schedules.linear_schedule` and
-    :func:`syn2co.schedules.cosine_schedule`).
-
-    Args:
-        kind: ``"constant"``, ``"linear"`` or ``"cosine"``.
-        start: Synthetic fraction at step 0, in [0, 1].
-        end: Synthetic fraction from step ``steps`` on, in [0, 1]; equal to ``start`` for
-            ``"constant"``.
-        steps: Length of the ramp in steps (>= 1; ignored by ``"constant"``).
-
-    Raises:
-        TypeError: If a field has the wrong type.
-        ValueError: If a fraction lies outside [0, 1], ``steps < 1`` or a constant schedule has
-            ``end != start``.
-
-    Example:
-        >>> RatioSchedule.constant(0.5).at(10)
-        0.5
-        >>> ramp = RatioSchedule.linear(0.0, 1.0, steps=1000)
-        >>> ramp.at(0), ramp.at(250), ramp.at(5000)
-        (0.0, 0.25, 1.0)
-        >>> RatioSchedule.cosine(0.0, 0.5, steps=100).at(50)
-        0.25
-    """
-
-    kind: Literal["constant", "linear", "cosine"]
-    start: float
-    end: float
-    steps: int = 1
-
-    def __post_init__(self) -> None:
-        check_choice("kind", self.kind, _KINDS)
-        start = check_number("start", self.start, low=0.0, high=1.0)
-        end = check_number("end", self.end, low=0.0, high=1.0)
-        check_int("steps", self.steps, minimum=1)
-        if self.kind == "constant" and end != start:
-            raise ValueError(
-                f"end: expected end == start = {start} for a constant schedule, got {end}"
-            )
-        object.__setattr__(self, "start", start)
-        object.__setattr__(self, "end", end)
-
-    @classmethod
-    def constant(cls, fraction: float) -> RatioSchedule:
-        """The same synthetic fraction at every step.
-
-        Args:
-            fraction: Synthetic fraction in [0, 1] (0: only real, 1: only synthetic).
-
-        Returns:
-            The schedule.
-
-        Example:
-            >>> RatioSchedule.constant(0.25).at(0)
-            0.25
-        """
-        fraction = check_number("fraction", fraction, low=0.0, high=1.0)
-        return cls("constant", fraction, fraction)
-
-    @classmethod
-    def linear(cls, start: float, end: float, *, steps: int) -> RatioSchedule:
-        """A linear ramp of the synthetic fraction from ``start`` to ``end`` over ``steps``.
-
-        Args:
-            start: Fraction at step 0, in [0, 1].
-            end: Fraction from step ``steps`` on, in [0, 1].
-            steps: Length of the ramp (>= 1).
-
-        Returns:
-            The schedule.
-
-        Example:
-            >>> RatioSchedule.linear(1.0, 0.0, steps=4).at(1)
-            0.75
-        """
-        return cls("linear", start, end, steps)
-
-    @classmethod
-    def cosine(cls, start: float, end: float, *, steps: int) -> RatioSchedule:
-        """A half-cosine ramp of the synthetic fraction from ``start`` to ``end`` over ``steps``.
-
-        Args:
-            start: Fraction at step 0, in [0, 1].
-            end: Fraction from step ``steps`` on, in [0, 1].
-            steps: Length of the ramp (>= 1).
-
-        Returns:
-            The schedule.
-
-        Example:
-            >>> RatioSchedule.cosine(0.0, 1.0, steps=10).at(10)
-            1.0
-        """
-        return cls("cosine", start, end, steps)
-
-    @property
-    def is_constant(self) -> bool:
-        """True when the fraction is the same at every step."""
-        return self.kind == "constant" or self.start == self.end
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        """The smallest and largest fraction the schedule takes, ``(low, high)``."""
-        return min(self.start, self.end), max(self.start, self.end)
-
-    def at(self, step: int) -> float:
-        """The synthetic fraction at ``step``.
-
-        Args:
-            step: Step counted from 0.
-
-        Returns:
-            A float in [0, 1].
-
-        Example:
-            >>> RatioSchedule.linear(0.0, 0.5, steps=10).at(4)
-            0.2
-        """
-        step = check_int("step", step, minimum=0)
-        if self.kind == "constant":
-            return self.start
-        if self.kind == "linear":
-            value = linear_schedule(step, self.steps, self.start, self.end)
-        else:
-            value = cosine_schedule(step, self.steps, self.start, self.end)
-        low, high = self.bounds
-        return min(max(value, low), high)
 
 
 def split_counts(batch_size: int, fraction: float) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """Pure, validated schedules counted in optimizer steps.
 
 Every function here maps an integer step to a Python ``float`` (or ``bool``) and nothing else:
-no tensors, no state. They serve three uses in syn2co:
+no tensors, no state. They serve four uses in syn2co:
 
 * the per-step learning rate and weight decay (linear warmup, then cosine decay), as in MoCo v3
   (Chen et al. 2021) and MoBY (Xie et al. 2021);
@@ -9,17 +9,20 @@ no tensors, no state. They serve three uses in syn2co:
   (BYOL, Grill et al. 2020; MoCo v3);
 * the window of optimizer steps during which synthetic hard negatives are active (SynCo).
   Windows are counted in optimizer steps, never in per-GPU iterations, which avoids the
-  epoch-counting flaw of the official SynCo v2 code.
+  epoch-counting flaw of the official SynCo v2 code;
+* the synthetic fraction of each batch when real and synthetic images are mixed (Syn2Co):
+  :class:`RatioSchedule`, which :class:`syn2co.samplers.MixedSourceBatchSampler` follows.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
-from syn2co._checks import check_int, check_number
+from syn2co._checks import check_choice, check_int, check_number
 
-__all__ = ["ActiveWindow", "cosine_schedule", "in_window", "linear_schedule"]
+__all__ = ["ActiveWindow", "RatioSchedule", "cosine_schedule", "in_window", "linear_schedule"]
 
 
 def _check_window(start: object, end: object) -> tuple[int, int | None]:
@@ -203,3 +206,141 @@ class ActiveWindow:
         """``step in window``: see :meth:`active` (a non-int ``step`` raises TypeError)."""
         step = check_int("step", step, minimum=0)
         return in_window(step, self.start, self.end)
+
+
+_KINDS = ("constant", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class RatioSchedule:
+    """The synthetic fraction of a batch as a function of the step (Syn2Co mixing ratio).
+
+    Build one with :meth:`constant`, :meth:`linear` or :meth:`cosine` rather than calling the
+    constructor. ``linear`` and ``cosine`` move from ``start`` at step 0 to ``end`` at step
+    ``steps`` and stay at ``end`` afterwards (see :func:`syn2co.schedules.linear_schedule` and
+    :func:`syn2co.schedules.cosine_schedule`).
+
+    Args:
+        kind: ``"constant"``, ``"linear"`` or ``"cosine"``.
+        start: Synthetic fraction at step 0, in [0, 1].
+        end: Synthetic fraction from step ``steps`` on, in [0, 1]; equal to ``start`` for
+            ``"constant"``.
+        steps: Length of the ramp in steps (>= 1; ignored by ``"constant"``).
+
+    Raises:
+        TypeError: If a field has the wrong type.
+        ValueError: If a fraction lies outside [0, 1], ``steps < 1`` or a constant schedule has
+            ``end != start``.
+
+    Example:
+        >>> RatioSchedule.constant(0.5).at(10)
+        0.5
+        >>> ramp = RatioSchedule.linear(0.0, 1.0, steps=1000)
+        >>> ramp.at(0), ramp.at(250), ramp.at(5000)
+        (0.0, 0.25, 1.0)
+        >>> RatioSchedule.cosine(0.0, 0.5, steps=100).at(50)
+        0.25
+    """
+
+    kind: Literal["constant", "linear", "cosine"]
+    start: float
+    end: float
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        check_choice("kind", self.kind, _KINDS)
+        start = check_number("start", self.start, low=0.0, high=1.0)
+        end = check_number("end", self.end, low=0.0, high=1.0)
+        check_int("steps", self.steps, minimum=1)
+        if self.kind == "constant" and end != start:
+            raise ValueError(
+                f"end: expected end == start = {start} for a constant schedule, got {end}"
+            )
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "end", end)
+
+    @classmethod
+    def constant(cls, fraction: float) -> RatioSchedule:
+        """The same synthetic fraction at every step.
+
+        Args:
+            fraction: Synthetic fraction in [0, 1] (0: only real, 1: only synthetic).
+
+        Returns:
+            The schedule.
+
+        Example:
+            >>> RatioSchedule.constant(0.25).at(0)
+            0.25
+        """
+        fraction = check_number("fraction", fraction, low=0.0, high=1.0)
+        return cls("constant", fraction, fraction)
+
+    @classmethod
+    def linear(cls, start: float, end: float, *, steps: int) -> RatioSchedule:
+        """A linear ramp of the synthetic fraction from ``start`` to ``end`` over ``steps``.
+
+        Args:
+            start: Fraction at step 0, in [0, 1].
+            end: Fraction from step ``steps`` on, in [0, 1].
+            steps: Length of the ramp (>= 1).
+
+        Returns:
+            The schedule.
+
+        Example:
+            >>> RatioSchedule.linear(1.0, 0.0, steps=4).at(1)
+            0.75
+        """
+        return cls("linear", start, end, steps)
+
+    @classmethod
+    def cosine(cls, start: float, end: float, *, steps: int) -> RatioSchedule:
+        """A half-cosine ramp of the synthetic fraction from ``start`` to ``end`` over ``steps``.
+
+        Args:
+            start: Fraction at step 0, in [0, 1].
+            end: Fraction from step ``steps`` on, in [0, 1].
+            steps: Length of the ramp (>= 1).
+
+        Returns:
+            The schedule.
+
+        Example:
+            >>> RatioSchedule.cosine(0.0, 1.0, steps=10).at(10)
+            1.0
+        """
+        return cls("cosine", start, end, steps)
+
+    @property
+    def is_constant(self) -> bool:
+        """True when the fraction is the same at every step."""
+        return self.kind == "constant" or self.start == self.end
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The smallest and largest fraction the schedule takes, ``(low, high)``."""
+        return min(self.start, self.end), max(self.start, self.end)
+
+    def at(self, step: int) -> float:
+        """The synthetic fraction at ``step``.
+
+        Args:
+            step: Step counted from 0.
+
+        Returns:
+            A float in [0, 1].
+
+        Example:
+            >>> RatioSchedule.linear(0.0, 0.5, steps=10).at(4)
+            0.2
+        """
+        step = check_int("step", step, minimum=0)
+        if self.kind == "constant":
+            return self.start
+        if self.kind == "linear":
+            value = linear_schedule(step, self.steps, self.start, self.end)
+        else:
+            value = cosine_schedule(step, self.steps, self.start, self.end)
+        low, high = self.bounds
+        return min(max(value, low), high)

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from syn2co import negatives
 from syn2co.negatives import (
     SYNCO_V1,
     SYNCO_V2,
     SYNCO_V2_CONFIG,
     NegativeSpec,
+    _pool,
     mochi,
     positive_mask,
     similarity,
@@ -254,7 +254,7 @@ def largest_tensor(path: Callable[..., torch.Tensor], *args: Any, **kwargs: Any)
 def test_no_tensor_of_size_m_times_d(monkeypatch: pytest.MonkeyPatch) -> None:
     # Pool rows are gathered in blocks of about 1M entries; a smaller block makes the bound
     # below hold at test sizes.
-    monkeypatch.setattr(negatives, "_CHUNK_ELEMENTS", 2048)
+    monkeypatch.setattr(_pool, "_CHUNK_ELEMENTS", 2048)
     b, k, d, n = 4, 128, 64, 16
     query, bank = randn(b, d, seed=14), randn(k, d, seed=15)
     spec = NegativeSpec(
