@@ -244,9 +244,11 @@ class OutputDir:
             raise
 
     def close(self) -> None:
-        """Close the files, remove the empty folders this job created, and let go of the lock;
-        a directory left holding only the lock file loses it, and is removed if this job
-        created it."""
+        """Close the files, remove the empty folders this job created, and let go of the lock.
+
+        A directory without a manifest (nothing was written, or it is not synth's) does not
+        keep the lock file, and is removed, when empty, if this job created it.
+        """
         for fd in [self._manifest, *self._folders.values(), self._dir]:
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -256,7 +258,7 @@ class OutputDir:
             with contextlib.suppress(OSError):  # only an empty folder can be removed
                 folder.rmdir()
         self._created_folders = []
-        unused = not self._lock.held or self._holds_only_the_lock()
+        unused = not os.path.lexists(self.out / MANIFEST_NAME)
         self._lock.release(remove=unused)
         if unused:
             for directory in reversed(self._created):
@@ -313,12 +315,6 @@ class OutputDir:
             except OSError as e:
                 raise _files.cannot("write", self._lock.path, e, "choose another --out") from None
         raise ConfigError(f"--out {self.out} keeps disappearing: is another program removing it?")
-
-    def _holds_only_the_lock(self) -> bool:
-        try:
-            return os.listdir(self.out) == [LOCK_NAME]
-        except OSError:
-            return False
 
     # ----------------------------------------------------------------------------------------
     # Reading what is there

@@ -13,6 +13,7 @@ from PIL import Image
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import ConfigError, one_line
 from .dedup import dhash, near_duplicate_pairs
 from .jobs import folder_name
 from .settings import PipelineKind
@@ -97,8 +98,14 @@ def _entry_hash(out: Path, entry: Mapping[str, Any]) -> int:
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             return int(value, 16)
-    with Image.open(out / entry["file"]) as im:
-        return dhash(im)
+    path = out / entry["file"]
+    try:
+        with Image.open(path) as im:
+            return dhash(im)
+    except OSError as e:  # a merged manifest's image without a hash, unreadable
+        raise ConfigError(
+            f"cannot read {path}: {one_line(e)}; replace it, or remove it and its manifest line"
+        ) from None
 
 
 def duplicate_report(

@@ -260,12 +260,12 @@ def test_two_jobs_on_one_new_directory(tmp_path: Path, ddpm: Path) -> None:
     assert images_on_disk(out) == expected("a,b", 6)
 
 
-@pytest.mark.parametrize(("limit", "failing"), [(100, "a/000000.png"), (2000, "manifest.jsonl")])
+@pytest.mark.parametrize(("limit", "failing"), [(60, "a/000000.png"), (2000, "manifest.jsonl")])
 def test_a_failed_write_is_one_line_and_loses_nothing(
     runner: CliRunner, tmp_path: Path, ddpm: Path, limit: int, failing: str
 ) -> None:
-    """A file-size limit (as a full disk or a quota): at the first image (100 bytes) or in the
-    middle of appending a manifest line (2000 bytes, five or six lines)."""
+    """A file-size limit (as a full disk or a quota) hit at the first image (60 bytes, less
+    than any PNG) or in the middle of a manifest line (2000 bytes: five or six lines)."""
     out = tmp_path / "out"
     args = ["--classes", "a,b", "--images-per-class", "4", "--batch-size", "4"]
 
