@@ -1,47 +1,28 @@
-"""One run per run directory: an advisory lock held for the lifetime of the training process.
+"""One run per run directory: the lock of :mod:`reference_trainer.locks` on ``RUN/.lock``, held
+for the lifetime of the training process.
 
-The lock is ``fcntl.flock`` on ``RUN/.lock``. The kernel releases it when the process ends,
-however it ends (SIGKILL and out-of-memory kills included), so a dead run never leaves a stale
-lock; forked children (DataLoader workers) do not keep it. The file itself stays and only says
-who held it last (``PID@host``). ``flock`` works
-between processes on one machine and, on Linux, on NFS (emulated with byte-range locks).
+The lock ends with its process, however it ends, and DataLoader workers do not keep it (see
+:mod:`reference_trainer.locks`). The file stays after the run and says who held it last
+(``PID@host``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-import socket
 from pathlib import Path
 
+from . import locks
 from .errors import ConfigError
 
 __all__ = ["LOCK_NAME", "RunLock", "check_free", "holder"]
 
 LOCK_NAME = ".lock"
 
-#: Descriptors of the locks this process holds. A forked child (a DataLoader worker) closes its
-#: copies at once: a flock belongs to the open file, so a worker outliving its killed parent
-#: would otherwise keep the directory locked.
-_held: set[int] = set()
-
-
-def _close_in_child() -> None:
-    for fd in _held:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _held.clear()
-
-
-os.register_at_fork(after_in_child=_close_in_child)
-
 
 class RunLock:
     """The exclusive lock of one run directory, taken with :meth:`acquire`.
 
     Example:
-        >>> import tempfile
+        >>> import os, socket, tempfile
         >>> run = Path(tempfile.mkdtemp())
         >>> lock = RunLock(run).acquire()
         >>> holder(run) == f"{os.getpid()}@{socket.gethostname()}"
@@ -52,36 +33,26 @@ class RunLock:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self._fd: int | None = None
+        self._lock = locks.FileLock(run_dir / LOCK_NAME)
 
     def acquire(self) -> RunLock:
         """Take the lock without waiting and write this process's ``PID@host`` into it.
 
+        Returns:
+            This lock.
+
         Raises:
             ConfigError: Another process holds it (the message names the directory and it).
         """
-        fd = os.open(self.run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            who = _read(fd)
-            os.close(fd)
-            raise ConfigError(_in_use(self.run_dir, who)) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
-        self._fd = fd
-        _held.add(fd)
+            self._lock.acquire()
+        except locks.Locked as e:
+            raise ConfigError(_in_use(self.run_dir, e.holder)) from None
         return self
 
     def release(self) -> None:
-        """Let go of the lock (the file stays: removing it would race with a new holder)."""
-        if self._fd is not None and self._fd in _held:  # not in a forked child
-            _held.discard(self._fd)
-            os.close(self._fd)
-        self._fd = None
+        """Let go of the lock (the file stays: it names the last holder)."""
+        self._lock.release()
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -91,39 +62,33 @@ class RunLock:
 
 
 def holder(run_dir: Path) -> str | None:
-    """``PID@host`` of the process holding ``run_dir``'s lock, or None when it is free."""
-    try:
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:  # no lock file: never locked
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read(fd) or "unknown"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    """``PID@host`` of the process holding ``run_dir``'s lock, or None when it is free.
+
+    Args:
+        run_dir: The run directory.
+
+    Returns:
+        The holder, or None.
+    """
+    return locks.holder(run_dir / LOCK_NAME)
 
 
 def check_free(run_dir: Path) -> None:
-    """Raise the one-line error of :meth:`RunLock.acquire` if another process holds the lock."""
+    """Raise the one-line error of :meth:`RunLock.acquire` if another process holds the lock.
+
+    Args:
+        run_dir: The run directory.
+
+    Raises:
+        ConfigError: The lock is held.
+    """
     who = holder(run_dir)
     if who is not None:
         raise ConfigError(_in_use(run_dir, who))
 
 
-def _read(fd: int) -> str:
-    with contextlib.suppress(OSError):
-        return os.pread(fd, 256, 0).decode(errors="replace").strip()
-    return ""
-
-
 def _in_use(run_dir: Path, who: str) -> str:
-    pid, _, host = who.partition("@")
-    where = f"PID {pid}" + (f" on {host}" if host else "")
     return (
-        f"--out {run_dir} is in use by another run ({where}); wait for it to end, stop it, "
-        f"or choose another --out"
+        f"--out {run_dir} is in use by another run ({locks.describe_holder(who)}); wait for it "
+        f"to end, stop it, or choose another --out"
     )

@@ -24,9 +24,7 @@ from reference_trainer.data.datasets import build_dataset
 from reference_trainer.synth import image_seed
 
 from .conftest import write_image_folder
-
-diffusers = pytest.importorskip("diffusers")
-transformers = pytest.importorskip("transformers")
+from .tiny_diffusers import save_ddpm, save_dit, save_text_to_image
 
 FIELDS = {
     "file",
@@ -48,125 +46,6 @@ FIELDS = {
 }
 
 
-# --------------------------------------------------------------------------------------------
-# Tiny pipelines
-# --------------------------------------------------------------------------------------------
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's byte-to-character table (every byte is a printable character)."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs), strict=True))
-
-
-def _tiny_vae() -> Any:
-    return diffusers.AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-    )
-
-
-def _save_ddpm(path: Path) -> None:
-    unet = diffusers.UNet2DModel(
-        sample_size=16,
-        in_channels=3,
-        out_channels=3,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
-    scheduler = diffusers.DDPMScheduler(num_train_timesteps=10)
-    diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(path)
-
-
-def _save_dit(path: Path) -> None:
-    transformer = diffusers.DiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,  # learned sigma, as DiT-XL-2
-        num_layers=1,
-        sample_size=8,
-        patch_size=2,
-        num_embeds_ada_norm=1000,  # DiTPipeline's guidance uses class 1000 as the null class
-        norm_num_groups=4,
-    )
-    scheduler = diffusers.DDIMScheduler(num_train_timesteps=10)
-    pipe = diffusers.DiTPipeline(transformer=transformer, vae=_tiny_vae(), scheduler=scheduler)
-    pipe.save_pretrained(path)
-    # Like facebook/DiT-XL-2-256, whose model_index.json carries ImageNet's id2label.
-    index = json.loads((path / "model_index.json").read_text())
-    index["id2label"] = {"0": "tench, Tinca tinca", "1": "goldfish", "2": "great white shark"}
-    (path / "model_index.json").write_text(json.dumps(index))
-
-
-def _save_text_to_image(path: Path) -> None:
-    chars = list(_bytes_to_unicode().values())
-    vocab = {c: i for i, c in enumerate([*chars, *(c + "</w>" for c in chars)])}
-    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
-    files = path.parent / f"{path.name}-tokenizer"
-    files.mkdir()
-    (files / "vocab.json").write_text(json.dumps(vocab))
-    (files / "merges.txt").write_text("#version: 0.2\n")  # no merges: one token per character
-    tokenizer = transformers.CLIPTokenizer(
-        str(files / "vocab.json"), str(files / "merges.txt"), model_max_length=48
-    )
-    text_encoder = transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=16,
-            intermediate_size=32,
-            num_attention_heads=2,
-            num_hidden_layers=1,
-            max_position_embeddings=48,
-            projection_dim=16,
-            bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"],
-            pad_token_id=vocab["<|endoftext|>"],
-        )
-    )
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=2,
-        norm_num_groups=4,
-    )
-    diffusers.StableDiffusionPipeline(
-        vae=_tiny_vae(),
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=diffusers.PNDMScheduler(
-            num_train_timesteps=10, skip_prk_steps=True, steps_offset=1
-        ),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    ).save_pretrained(path)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
     # Tiny convolutions: threads only add contention on a small shared CI machine.
@@ -181,9 +60,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     paths = {"ddpm": root / "ddpm", "dit": root / "dit", "sd": root / "sd"}
-    _save_ddpm(paths["ddpm"])
-    _save_dit(paths["dit"])
-    _save_text_to_image(paths["sd"])
+    save_ddpm(paths["ddpm"])
+    save_dit(paths["dit"])
+    save_text_to_image(paths["sd"])
     return paths
 
 
@@ -358,20 +237,26 @@ def test_resume_after_interruption_and_crash_debris(
     assert pngs(out) == {"a": 4} and len(manifest(out)) == 4
     kept = (out / "a/000000.png").read_bytes()
 
-    # Debris of a killed run: a half-written temporary file, a renamed image whose manifest line
-    # was never written, a truncated last line, and a listed image whose file is gone.
+    # Debris of killed runs: a half-written temporary file whose manifest line never came, a
+    # temporary file of the atomic writer's pattern, a listed image still under its temporary
+    # name (killed between its manifest line and the rename), a listed image whose file is
+    # gone, a truncated last line, and a temporary manifest.
     (out / "b").mkdir()
     (out / "b/.000001.png.tmp").write_bytes(b"\x89PNG half")
-    Image.new("RGB", (16, 16), "red").save(out / "b/000002.png")
+    (out / "b/.000003.png.x7k2_q9a.tmp").write_bytes(b"\x89PNG half")
+    listed = (out / "a/000001.png").read_bytes()
+    (out / "a/000001.png").rename(out / "a/.000001.png.tmp")
     (out / "a/000003.png").unlink()
     with (out / "manifest.jsonl").open("a") as f:
         f.write('{"file": "b/000000.png", "cla')
+    (out / ".manifest.jsonl.k3j_x9q2.tmp").write_text("{}")
     assert [e["file"] for e in synth.read_manifest(out)] == [f"a/{i:06d}.png" for i in range(4)]
 
     output = invoke(runner, args)
-    assert "resuming: 3 image(s)" in output
-    assert "removed 2" in output and "dropped 1" in output and "forgot 1" in output
+    assert "resuming: 3 image(s)" in output and "restored 1" in output
+    assert "removed 3" in output and "dropped 1" in output and "forgot 1" in output
     assert pngs(out) == {"a": 4, "b": 4}
+    assert (out / "a/000001.png").read_bytes() == listed
     lines = manifest(out)
     assert sorted(line["file"] for line in lines) == [
         f"{c}/{i:06d}.png" for c in "ab" for i in range(4)
@@ -379,10 +264,8 @@ def test_resume_after_interruption_and_crash_debris(
     assert [line["file"] for line in lines[3:]] == ["a/000003.png"] + [
         f"b/{i:06d}.png" for i in range(4)
     ]  # only the missing images were made, in order
-    assert not (out / "b/.000001.png.tmp").exists()
+    assert sorted(p.name for p in out.rglob(".*") if p.name != ".synth.lock") == []
     assert (out / "a/000000.png").read_bytes() == kept
-    red = np.asarray(Image.new("RGB", (16, 16), "red"))
-    assert not np.array_equal(pixels(out / "b/000002.png"), red)
     assert_regenerates(out, lines[-2], models["ddpm"])
 
     # The same command again: nothing to do, and the model is not even loaded.
@@ -391,7 +274,7 @@ def test_resume_after_interruption_and_crash_debris(
 
     before = (out / "manifest.jsonl").read_bytes()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(synth, "load_pipeline", no_loading)
+        mp.setattr(synth.generation, "load_pipeline", no_loading)
         assert "nothing new to generate" in invoke(runner, args)
     assert (out / "manifest.jsonl").read_bytes() == before
     # Other settings into the same directory are refused.
@@ -405,20 +288,21 @@ def test_ctrl_c_keeps_finished_images(
     out = tmp_path / "interrupted"
     args = ["--model", str(models["ddpm"]), "--out", str(out), "--classes", "a"]
     args += ["--images-per-class", "5", "--steps", "2", "--batch-size", "2"]
-    save = synth._save_png_atomic
+    encode = synth.store._encode_png
     calls = {"n": 0}
 
-    def killed_on_third(image: Image.Image, path: Path) -> None:
+    def killed_on_third(image: Image.Image) -> bytes:
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        save(image, path)
+        return encode(image)
 
-    monkeypatch.setattr(synth, "_save_png_atomic", killed_on_third)
+    monkeypatch.setattr(synth.store, "_encode_png", killed_on_third)
     output = invoke(runner, args, 130)
     assert "interrupted" in output and "stopped after 2 new images" in output
     assert [e["file"] for e in manifest(out)] == ["a/000000.png", "a/000001.png"]
-    monkeypatch.setattr(synth, "_save_png_atomic", save)
+    assert sorted(p.name for p in (out / "a").iterdir()) == ["000000.png", "000001.png"]
+    monkeypatch.setattr(synth.store, "_encode_png", encode)
     invoke(runner, args)
     assert [e["index"] for e in manifest(out)] == [0, 1, 2, 3, 4] and pngs(out) == {"a": 5}
 
@@ -546,7 +430,7 @@ def test_dhash_and_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_duplicate_guard_reports_a_collapsed_generator(
     runner: CliRunner, tmp_path: Path, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(synth, "image_seed", lambda seed, name, index: 1234)
+    monkeypatch.setattr(synth.jobs, "image_seed", lambda seed, name, index: 1234)
     out = tmp_path / "collapsed"
     args = ["--model", str(models["ddpm"]), "--out", str(out), "--classes", "a,b"]
     output = invoke(runner, [*args, "--images-per-class", "3", "--steps", "2"])
@@ -557,7 +441,7 @@ def test_duplicate_guard_reports_a_collapsed_generator(
 
 
 def _shipped(name: str) -> list[str]:
-    text = (Path(synth.__file__).parent / "data" / name).read_text(encoding="utf-8")
+    text = (Path(synth.__file__).parents[1] / "data" / name).read_text(encoding="utf-8")
     return [line for line in text.splitlines() if line and not line.startswith("#")]
 
 
