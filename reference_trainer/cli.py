@@ -411,7 +411,7 @@ def eval_knn(
     out: Annotated[Path | None, typer.Option(help="JSON file (default RUN/eval_knn.json).")] = None,
 ) -> None:
     """Weighted kNN (cosine, temperature-weighted votes) on the run's train/val split."""
-    from .protocols import KNN_KS
+    from .evaluate.protocols import KNN_KS
 
     ks = tuple(dict.fromkeys(k)) if k else KNN_KS
     for kk in ks:
@@ -474,7 +474,7 @@ def eval_knn(
 def _probe_settings(protocol: str, **given: Any) -> Any:
     """The protocol's probe settings, the options given replacing single values (errors name
     the option, and the protocol when the bad value is its own)."""
-    from .protocols import LINEAR_PROTOCOLS
+    from .evaluate.protocols import LINEAR_PROTOCOLS
 
     changes = {name: value for name, value in given.items() if value is not None}
     try:
@@ -491,7 +491,7 @@ def _probe_option(name: str, text: str, *flags: str) -> Any:
 
     The option itself defaults to None ("not given"): the protocol supplies the value.
     """
-    from .protocols import LINEAR_PROTOCOLS
+    from .evaluate.protocols import LINEAR_PROTOCOLS
 
     values = ", ".join(
         f"{protocol} {getattr(settings, name)}" for protocol, settings in LINEAR_PROTOCOLS.items()
@@ -500,7 +500,7 @@ def _probe_option(name: str, text: str, *flags: str) -> Any:
 
 
 def _protocol_option() -> Any:
-    from .protocols import PROTOCOL_SUMMARIES
+    from .evaluate.protocols import PROTOCOL_SUMMARIES
 
     summaries = "; ".join(f"{name}: {text}" for name, text in PROTOCOL_SUMMARIES.items())
     return typer.Option(
@@ -644,7 +644,7 @@ def eval_linear(
 
     from .data.pipeline import eval_loader, linear_train_loader
     from .evaluate import linear_probe
-    from .protocols import for_arch
+    from .evaluate.protocols import for_arch
 
     cfg = _eval_config(run, data, val_data, dataset, workers)
     settings = for_arch(settings, cfg.arch)

@@ -27,8 +27,8 @@ from typer.testing import CliRunner
 from reference_trainer.cli import app
 from reference_trainer.data import build_dataset, eval_transform
 from reference_trainer.data.transforms import eval_resize_side
+from reference_trainer.evaluate.protocols import MOCOV3, SYNCO_V2
 from reference_trainer.pretrained import load_backbone, timm_crop_pct
-from reference_trainer.protocols import MOCOV3, SYNCO_V2
 
 from .conftest import tiny_run
 
