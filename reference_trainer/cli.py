@@ -28,6 +28,7 @@ from .config import Negatives, TrainConfig, load_config_file
 from .data.base import DatasetError
 from .devices import resolve_device
 from .errors import ConfigError, dataloader_worker_died, flag, one_line
+from .progress import EvalProgress
 
 app = typer.Typer(
     name="syn2co-train",
@@ -325,67 +326,6 @@ def _save_json(path: Path, payload: dict[str, Any]) -> None:
     write_atomic(path, lambda f: f.write(text.encode()), sync_dir=False)
 
 
-class _Progress:
-    """Progress of an evaluation: a transient bar on a terminal, plain flushed lines otherwise.
-
-    Without a terminal (a batch job's log) it prints ``<name>: <stage>: batch <i>/<n>`` every
-    ``every`` batches of each pass and at its last batch, and one line per probe epoch.
-    """
-
-    def __init__(self, name: str, every: int) -> None:
-        self.name = name
-        self.every = every
-        self.bar: Any = None
-        self.task: Any = None
-        self.stage = ""
-
-    def __enter__(self) -> _Progress:
-        if console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-            self.bar = Progress(
-                "{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            )
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-
-    def _line(self, text: str) -> None:
-        console.print(f"{self.name}: {text}", soft_wrap=True, highlight=False, markup=False)
-
-    def __call__(self, stage: str, done: int, total: int | None) -> None:
-        if self.bar is not None:
-            if stage != self.stage or self.task is None:
-                self.stage = stage
-                description = f"{self.name}: {stage}"
-                if self.task is None:
-                    self.task = self.bar.add_task(description, total=total)
-                else:
-                    self.bar.reset(self.task, total=total, description=description)
-            self.bar.update(self.task, completed=done)
-            return
-        if done % self.every == 0 or done == total:
-            self._line(f"{stage}: batch {done}/{'?' if total is None else total}")
-
-    def epoch(self, entry: dict[str, float], epochs: int) -> None:
-        text = (
-            f"epoch {int(entry['epoch'])}/{epochs}: loss {entry['loss']:.4f}, "
-            f"train top-1 {entry['top1']:.2f}%, lr {entry['lr']:.4g}"
-        )
-        if self.bar is not None:
-            self.bar.console.print(f"{self.name}: {text}", soft_wrap=True, highlight=False)
-        else:
-            self._line(text)
-
-
 @eval_app.command("knn")
 @friendly
 def eval_knn(
@@ -446,7 +386,7 @@ def eval_knn(
         candidates["random init"] = random_backbone(cfg)
     results = {}
     for name, net in candidates.items():
-        with _Progress(f"knn {name}", log_every) as progress:
+        with EvalProgress(console, f"knn {name}", log_every) as progress:
             results[name] = knn_probe(
                 net.to(dev),
                 train_loader,
@@ -655,7 +595,7 @@ def eval_linear(
     )
     num_classes = val_loader.dataset.base.num_classes  # type: ignore[attr-defined]
     backbone, _ = probe_backbone(run, branch, settings.drop_path)
-    with _Progress("linear", log_every) as progress:
+    with EvalProgress(console, "linear", log_every) as progress:
         result = linear_probe(
             backbone.to(dev),
             train_loader,
