@@ -1,4 +1,5 @@
-"""What a run reports: the metrics log, TensorBoard, and the progress display.
+"""What a run reports: the metrics log, TensorBoard, and the progress display (which lives in
+:mod:`reference_trainer.progress`, shared with the evaluations, and is exported here too).
 
 ``RUN_DIR/metrics.jsonl`` holds one JSON line per step (the global batch's loss, learning rate,
 momentum, throughput, batch composition and, every ``--hardness-every`` steps, the hardness
@@ -9,23 +10,20 @@ reduced over the ranks in one collective.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
 from syn2co import distributed
 
 from .atomic import write_atomic
+from .progress import RunProgress, progress_display
 
 __all__ = [
     "MetricsLogger",
@@ -147,72 +145,3 @@ def truncate_metrics(path: Path, step: int) -> None:
             continue
     text = "".join(line + "\n" for line in keep)
     write_atomic(path, lambda f: f.write(text.encode()))
-
-
-def progress_display(console: Console, *, enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]step {task.completed}/{task.total}"),
-        BarColumn(),
-        TextColumn("epoch {task.fields[epoch]}"),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("lr {task.fields[lr]:.2e}"),
-        TextColumn("{task.fields[rate]:.0f} img/s"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
-
-
-class RunProgress:
-    """What a person watching a run sees: a live bar on a terminal; without one (a batch job's
-    log file) a plain line every ``every`` steps and at the last step.
-
-    Args:
-        console: Where to print (the main rank's).
-        total: The run's total steps.
-        done: Steps done before this process started (a resumed run).
-        every: Steps between two lines without a terminal.
-        enabled: Show anything (the main rank only).
-    """
-
-    def __init__(
-        self, console: Console, *, total: int, done: int, every: int, enabled: bool
-    ) -> None:
-        self.console = console
-        self.total = total
-        self.every = every
-        self.enabled = enabled
-        self.live = enabled and console.is_terminal
-        self.bar = progress_display(console, enabled=self.live)
-        self.task = self.bar.add_task(
-            "pretraining", total=total, completed=done, loss=math.nan, lr=0.0, rate=0.0, epoch=0
-        )
-        self._next_line = (done // every + 1) * every
-        self._start = (done, time.perf_counter())
-
-    def __enter__(self) -> RunProgress:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
-
-    def update(
-        self, step: int, *, loss: float, lr: float, rate: float, epoch: int, last: bool
-    ) -> None:
-        """The run reached ``step`` (at a metrics flush); ``last``: it stops there."""
-        self.bar.update(self.task, completed=step, loss=loss, lr=lr, rate=rate, epoch=epoch)
-        if not self.enabled or self.live or not (step >= self._next_line or last):
-            return
-        self._next_line = (step // self.every + 1) * self.every
-        first, t0 = self._start
-        per_step = (time.perf_counter() - t0) / max(step - first, 1)
-        left = datetime.timedelta(seconds=round(per_step * (self.total - step)))
-        self.console.print(
-            f"step {step}/{self.total} ({100 * step / self.total:.0f}%) | epoch {epoch} | "
-            f"loss {loss:.4f} | lr {lr:.2e} | {rate:.0f} img/s | {left} left",
-            soft_wrap=True,
-            highlight=False,
-            markup=False,
-        )

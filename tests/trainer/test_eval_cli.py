@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import json
 import math
 import os
@@ -22,13 +23,15 @@ import numpy as np
 import pytest
 import timm
 import torch
+from rich.console import Console
 from typer.testing import CliRunner
 
 from reference_trainer.cli import app
 from reference_trainer.data import build_dataset, eval_transform
 from reference_trainer.data.transforms import eval_resize_side
+from reference_trainer.evaluate.protocols import MOCOV3, SYNCO_V2
 from reference_trainer.pretrained import load_backbone, timm_crop_pct
-from reference_trainer.protocols import MOCOV3, SYNCO_V2
+from reference_trainer.progress import EvalProgress
 
 from .conftest import tiny_run
 
@@ -462,6 +465,24 @@ def test_progress_lines_without_a_terminal(run_dir: Path, tmp_path: Path) -> Non
         assert re.fullmatch(
             rf"linear: epoch {e}/2: loss \d+\.\d{{4}}, train top-1 \d+\.\d\d%, lr \S+", line
         ), line
+
+
+def test_each_pass_counts_its_progress_lines_afresh() -> None:
+    """Every ``every`` batches of each pass and at its last batch, whatever the previous pass
+    ended on; a loader without ``len()`` shows ``?``."""
+    text = io.StringIO()
+    console = Console(file=text, force_terminal=False, width=200)
+    with EvalProgress(console, "knn", 2) as progress:
+        for done in range(1, 4):
+            progress("train features", done, 3)
+        for done in range(1, 5):
+            progress("val features", done, None)
+    assert text.getvalue().splitlines() == [
+        "knn: train features: batch 2/3",
+        "knn: train features: batch 3/3",
+        "knn: val features: batch 2/?",
+        "knn: val features: batch 4/?",
+    ]
 
 
 # --------------------------------------------------------------------------------------------

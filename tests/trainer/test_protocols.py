@@ -18,8 +18,7 @@ from typer.testing import CliRunner
 from reference_trainer.cli import app
 from reference_trainer.config import TrainConfig
 from reference_trainer.evaluate import LinearProbeSettings, ProbeStep, fingerprint, linear_probe
-from reference_trainer.models import create_backbone
-from reference_trainer.protocols import (
+from reference_trainer.evaluate.protocols import (
     FAST,
     KNN_KS,
     LINEAR_PROTOCOLS,
@@ -27,6 +26,7 @@ from reference_trainer.protocols import (
     SYNCO_V2,
     for_arch,
 )
+from reference_trainer.models import create_backbone
 
 N, BATCH, CLASSES = 32, 8, 4
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .evaluate import HeadInit, LinearProbeSettings
+from ._classifier import HeadInit
+from .linear import LinearProbeSettings
 
 __all__ = [
     "FAST",
@@ -105,7 +106,7 @@ def for_arch(settings: LinearProbeSettings, arch: str) -> LinearProbeSettings:
     with std 0.02 for timm's); other settings are returned unchanged."""
     if settings.head_init != "backbone":
         return settings
-    from .models import MOCOV3_ARCHS
+    from ..models import MOCOV3_ARCHS
 
     head_init: HeadInit = "xavier" if arch in MOCOV3_ARCHS else "trunc-normal"
     return dataclasses.replace(settings, head_init=head_init)

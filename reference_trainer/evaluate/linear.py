@@ -1,37 +1,14 @@
-"""Evaluation of a frozen backbone: the weighted kNN monitor and the linear probe.
-
-Both evaluations treat the backbone as a fixed feature extractor: it runs under
-``torch.no_grad`` (in eval mode, unless a linear probe asks for dropout and drop-path while it
-trains) and is never updated. The linear probe proves it: it hashes every parameter and buffer
-of the backbone before and after (:func:`fingerprint`) and raises if anything changed.
-
-* :func:`extract_features` turns a loader into a ``(N, D)`` feature matrix and ``(N,)`` labels.
-* :func:`knn_predict` / :func:`knn_classify` / :func:`knn_accuracy` / :func:`knn_evaluate` are
-  the weighted kNN classifier of InstDisc, MoCo and DINO on precomputed features; :func:`knn_probe`
-  runs it from a backbone and two loaders.
-* :func:`linear_probe` trains a linear classifier on the frozen backbone with the
-  hyperparameters of a :class:`LinearProbeSettings`.
-
-Long passes report their progress through an optional ``progress(stage, done, total)``
-callback (:data:`Progress`), called after every batch.
-
-Loaders may be any iterable of batches where either ``batch[0]`` holds the images ``(B, C, H, W)``
-and ``batch[1]`` the labels ``(B,)``, or the batch has ``images`` and ``labels`` attributes (the
-trainer's evaluation batches). The backbone must already live on ``device`` and return pooled
-features ``(B, D)`` (timm models created with ``num_classes=0``).
-
-Every result is a dataclass with ``to_dict()`` giving plain JSON-serializable values.
-"""
+"""The linear probe: a linear classifier trained on a frozen backbone, with the hyperparameters
+of a :class:`LinearProbeSettings` (:mod:`reference_trainer.evaluate.protocols` names the
+published ones)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -40,26 +17,30 @@ from torch import Tensor, nn
 from syn2co._checks import check_choice, check_int, check_number
 from syn2co.schedules import cosine_schedule
 
+from ._batches import check_labels_in_range, embed, unpack_batch
+from ._classifier import (
+    HeadInit,
+    build_classifier,
+    classifier_accuracy,
+    topk_correct,
+    total_grad_norm,
+)
+from ._fingerprint import fingerprint
+from .features import Progress, extract_features
+
 __all__ = [
-    "KnnResult",
+    "BackboneMode",
     "LinearProbeResult",
     "LinearProbeSettings",
+    "ProbeMode",
+    "ProbeSchedule",
     "ProbeStep",
-    "Progress",
-    "extract_features",
-    "fingerprint",
-    "knn_accuracy",
-    "knn_classify",
-    "knn_evaluate",
-    "knn_predict",
-    "knn_probe",
     "linear_probe",
 ]
 
 ProbeMode = Literal["cached", "augmented"]
 ProbeSchedule = Literal["step", "epoch"]
 BackboneMode = Literal["eval", "train"]
-HeadInit = Literal["normal", "xavier", "trunc-normal", "backbone"]
 
 
 @dataclass(frozen=True)
@@ -87,476 +68,6 @@ class ProbeStep:
     backbone_training: bool
 
 
-Progress: TypeAlias = Callable[[str, int, int | None], None]
-"""``progress(stage, done, total)``: called after each batch of a pass over a loader. ``stage``
-names the pass (``"train features"``, ``"val features"``, ``"epoch 3/100"``), ``done`` counts
-its batches so far and ``total`` is its length (None for a loader without ``len()``)."""
-
-# ----------------------------------------------------------------------------------------------
-# Batches and features
-# ----------------------------------------------------------------------------------------------
-
-
-def _unpack(batch: object) -> tuple[Tensor, Tensor]:
-    """Images ``(B, C, H, W)`` and labels ``(B,)`` of one batch (attributes first, then indices)."""
-    images: object
-    labels: object
-    if hasattr(batch, "images") and hasattr(batch, "labels"):
-        images, labels = batch.images, batch.labels
-    elif isinstance(batch, tuple | list) and len(batch) >= 2:
-        images, labels = batch[0], batch[1]
-    else:
-        raise TypeError(
-            "batch: expected (images, labels, ...) or an object with .images and .labels, "
-            f"got {type(batch).__name__}"
-        )
-    if not isinstance(images, Tensor):
-        raise TypeError(f"batch images: expected a torch.Tensor, got {type(images).__name__}")
-    if not isinstance(labels, Tensor):
-        labels = torch.as_tensor(labels)
-    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"batch labels: expected shape ({images.shape[0]},) to match the images, "
-            f"got {tuple(labels.shape)}"
-        )
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"batch labels: expected an integer tensor, got dtype {labels.dtype}")
-    return images, labels
-
-
-def _autocast(
-    device: torch.device, dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager[Any]:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _embed(
-    backbone: nn.Module, images: Tensor, device: torch.device, amp_dtype: torch.dtype | None
-) -> Tensor:
-    """Pooled float32 features ``(B, D)`` of a batch; call under ``torch.no_grad``."""
-    images = images.to(device, non_blocking=True)
-    with _autocast(device, amp_dtype):
-        out = backbone(images)
-    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != images.shape[0]:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(
-            f"backbone: expected pooled features of shape ({images.shape[0]}, D), got {got}; "
-            "create timm models with num_classes=0"
-        )
-    return out.float()
-
-
-def extract_features(
-    backbone: nn.Module,
-    loader: Iterable[Any],
-    *,
-    device: torch.device | str,
-    amp_dtype: torch.dtype | None = None,
-    normalize: bool = True,
-    progress: Progress | None = None,
-    stage: str = "features",
-) -> tuple[Tensor, Tensor]:
-    """Features of every image of a loader, from the backbone in eval mode without gradient.
-
-    The backbone's train/eval mode is restored afterwards (also when an error interrupts).
-
-    Args:
-        backbone: Module on ``device`` mapping images ``(B, C, H, W)`` to features ``(B, D)``.
-        loader: Iterable of batches, ``(images, labels, ...)`` or objects with ``images`` and
-            ``labels`` attributes.
-        device: Where the backbone runs; the features are returned on this device.
-        amp_dtype: Autocast dtype (``torch.bfloat16``, ``torch.float16``) or None for full
-            precision. Features are returned in float32 either way.
-        normalize: L2-normalize each feature row.
-        progress: Called as ``progress(stage, batches done, len(loader) or None)`` after each
-            batch.
-        stage: The name ``progress`` gets for this pass.
-
-    Returns:
-        ``(features, labels)``: float32 ``(N, D)`` and int64 ``(N,)``, on ``device``.
-
-    Raises:
-        ValueError: The loader is empty or the backbone does not return ``(B, D)``.
-    """
-    device = torch.device(device)
-    was_training = backbone.training
-    features: list[Tensor] = []
-    labels: list[Tensor] = []
-    total = len(loader) if isinstance(loader, Sized) else None
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            for done, batch in enumerate(loader, start=1):
-                images, y = _unpack(batch)
-                f = _embed(backbone, images, device, amp_dtype)
-                features.append(F.normalize(f, dim=1) if normalize else f)
-                labels.append(y.to(device=device, dtype=torch.long))
-                if progress is not None:
-                    progress(stage, done, total)
-    finally:
-        backbone.train(was_training)
-    if not features:
-        raise ValueError("loader: expected at least one batch, got none")
-    return torch.cat(features), torch.cat(labels)
-
-
-# ----------------------------------------------------------------------------------------------
-# Fingerprint
-# ----------------------------------------------------------------------------------------------
-
-
-def fingerprint(module: nn.Module) -> str:
-    """SHA-256 over every parameter and buffer of a module: names, dtypes, shapes and bytes.
-
-    Two modules have the same fingerprint exactly when their named tensors are bit-identical
-    (up to hash collisions). Gradients, ``requires_grad`` flags and the train/eval mode are not
-    part of it.
-
-    Args:
-        module: Any module; its tensors are copied to the CPU to be hashed.
-
-    Returns:
-        The hexadecimal digest (64 characters).
-    """
-    digest = hashlib.sha256()
-    tensors: list[tuple[str, str, Tensor]] = [("param", n, t) for n, t in module.named_parameters()]
-    tensors += [("buffer", n, t) for n, t in module.named_buffers()]
-    for kind, name, tensor in tensors:
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{kind}:{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------
-# Weighted kNN
-# ----------------------------------------------------------------------------------------------
-
-
-def _check_features(name: str, t: object, dim: int | None = None) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
-    if t.ndim != 2 or t.shape[0] == 0:
-        raise ValueError(
-            f"{name}: expected a non-empty tensor of shape (N, D), got {tuple(t.shape)}"
-        )
-    if dim is not None and t.shape[1] != dim:
-        raise ValueError(
-            f"{name}: expected shape (M, {dim}) to match train_features, got {tuple(t.shape)}"
-        )
-    return t
-
-
-def _check_labels(name: str, t: object, n: int, num_classes: int) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"{name}: expected an integer tensor, got dtype {t.dtype}")
-    if tuple(t.shape) != (n,):
-        raise ValueError(f"{name}: expected shape ({n},), got {tuple(t.shape)}")
-    if n and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise ValueError(
-            f"{name}: expected labels in [0, {num_classes}), got values in "
-            f"[{int(t.min())}, {int(t.max())}]"
-        )
-    return t.long()
-
-
-def _check_ks(ks: object, n: int) -> tuple[int, ...]:
-    if isinstance(ks, int) or not isinstance(ks, Sequence) or len(ks) == 0:
-        raise TypeError(f"ks: expected a non-empty sequence of ints, got {ks!r}")
-    out = tuple(check_int("k", k, minimum=1) for k in ks)
-    for k in out:
-        if k > n:
-            raise ValueError(f"k: expected k <= {n} (the number of training samples), got {k}")
-    return out
-
-
-def knn_predict(
-    train_features: Tensor,
-    train_labels: Tensor,
-    test_features: Tensor,
-    *,
-    num_classes: int,
-    ks: Sequence[int] = (20,),
-    temperature: float = 0.07,
-    chunk_size: int = 256,
-) -> dict[int, Tensor]:
-    """Weighted kNN predictions for several ``k`` at once (InstDisc / MoCo / DINO monitor).
-
-    Each test row votes with its ``k`` most cosine-similar training rows; neighbour ``j`` adds
-    ``exp(s_j / temperature)`` to the score of its class and the prediction is the class with
-    the highest score (ties go to the lowest class index). The top-k search runs once, for the
-    largest ``k``; smaller ``k`` reuse its leading columns. Test rows are processed in chunks of
-    ``chunk_size``, so memory is ``O(chunk_size * N)``. The weights are computed as
-    ``exp((s_j - s_max) / temperature)``, which rescales every vote of a row by the same
-    factor: same predictions, no overflow at small temperatures.
-
-    Args:
-        train_features: ``(N, D)`` floating point; normalized here. The computation runs on
-            its device.
-        train_labels: ``(N,)`` integers in ``[0, num_classes)``.
-        test_features: ``(M, D)`` floating point; normalized here.
-        num_classes: Number of classes ``C``.
-        ks: Neighbour counts, each in ``[1, N]``.
-        temperature: Weight temperature, > 0.
-        chunk_size: Test rows per chunk, >= 1.
-
-    Returns:
-        ``{k: predictions}`` with int64 predictions ``(M,)`` on the device of ``test_features``.
-
-    Raises:
-        ValueError: A ``k`` exceeds ``N``, labels are out of range or shapes disagree.
-    """
-    num_classes = check_int("num_classes", num_classes, minimum=1)
-    train = _check_features("train_features", train_features)
-    test = _check_features("test_features", test_features, dim=train.shape[1])
-    n = train.shape[0]
-    labels = _check_labels("train_labels", train_labels, n, num_classes).to(train.device)
-    ks = _check_ks(ks, n)
-    temperature = check_number("temperature", temperature, low=0.0, low_open=True)
-    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
-
-    k_max = max(ks)
-    bank_t = F.normalize(train.float(), dim=1).T  # (D, N)
-    preds = {k: torch.empty(test.shape[0], dtype=torch.long, device=test.device) for k in ks}
-    for start in range(0, test.shape[0], chunk_size):
-        query = F.normalize(test[start : start + chunk_size].to(bank_t.device).float(), dim=1)
-        sim = query @ bank_t  # (c, N)
-        top_sim, top_idx = sim.topk(k_max, dim=1)  # (c, k_max), sorted descending
-        top_labels = labels[top_idx]  # (c, k_max)
-        weights = ((top_sim - top_sim[:, :1]) / temperature).exp()  # (c, k_max), in (0, 1]
-        for k in ks:
-            votes = torch.zeros(query.shape[0], num_classes, device=bank_t.device)
-            votes.scatter_add_(1, top_labels[:, :k], weights[:, :k])  # (c, C)
-            preds[k][start : start + query.shape[0]] = votes.argmax(dim=1).to(test.device)
-    return preds
-
-
-def knn_classify(
-    train_features: Tensor,
-    train_labels: Tensor,
-    test_features: Tensor,
-    *,
-    num_classes: int,
-    k: int = 20,
-    temperature: float = 0.07,
-    chunk_size: int = 256,
-) -> Tensor:
-    """Weighted kNN predictions ``(M,)`` for one ``k``; see :func:`knn_predict`.
-
-    Args:
-        train_features: ``(N, D)`` floating point.
-        train_labels: ``(N,)`` integers in ``[0, num_classes)``.
-        test_features: ``(M, D)`` floating point.
-        num_classes: Number of classes ``C``.
-        k: Neighbours, in ``[1, N]``.
-        temperature: Weight temperature, > 0.
-        chunk_size: Test rows per chunk.
-
-    Returns:
-        int64 predicted labels ``(M,)``.
-    """
-    return knn_predict(
-        train_features,
-        train_labels,
-        test_features,
-        num_classes=num_classes,
-        ks=(k,),
-        temperature=temperature,
-        chunk_size=chunk_size,
-    )[k]
-
-
-def _percent_correct(pred: Tensor, target: Tensor) -> float:
-    return 100.0 * float((pred == target.to(pred.device)).float().mean())
-
-
-def knn_accuracy(
-    train_features: Tensor,
-    train_labels: Tensor,
-    test_features: Tensor,
-    test_labels: Tensor,
-    *,
-    num_classes: int,
-    k: int = 20,
-    temperature: float = 0.07,
-    chunk_size: int = 256,
-) -> float:
-    """Top-1 accuracy in percent of the weighted kNN classifier; see :func:`knn_predict`.
-
-    Args:
-        train_features: ``(N, D)`` floating point.
-        train_labels: ``(N,)`` integers in ``[0, num_classes)``.
-        test_features: ``(M, D)`` floating point.
-        test_labels: ``(M,)`` integers.
-        num_classes: Number of classes ``C``.
-        k: Neighbours, in ``[1, N]``.
-        temperature: Weight temperature, > 0.
-        chunk_size: Test rows per chunk.
-
-    Returns:
-        Percentage of test rows classified correctly, in ``[0, 100]``.
-    """
-    return knn_evaluate(
-        train_features,
-        train_labels,
-        test_features,
-        test_labels,
-        num_classes=num_classes,
-        ks=(k,),
-        temperature=temperature,
-        chunk_size=chunk_size,
-    ).top1[k]
-
-
-@dataclass(frozen=True)
-class KnnResult:
-    """Outcome of a weighted kNN evaluation.
-
-    Attributes:
-        top1: ``{k: top-1 accuracy in percent}``.
-        temperature: The weight temperature.
-        num_train: Training rows ``N``.
-        num_test: Test rows ``M``.
-        num_classes: Classes ``C``.
-    """
-
-    top1: dict[int, float]
-    temperature: float
-    num_train: int
-    num_test: int
-    num_classes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serializable values (the keys of ``top1`` become strings)."""
-        return {
-            "evaluation": "knn",
-            "top1": {str(k): v for k, v in sorted(self.top1.items())},
-            "temperature": self.temperature,
-            "num_train": self.num_train,
-            "num_test": self.num_test,
-            "num_classes": self.num_classes,
-        }
-
-
-def knn_evaluate(
-    train_features: Tensor,
-    train_labels: Tensor,
-    test_features: Tensor,
-    test_labels: Tensor,
-    *,
-    num_classes: int,
-    ks: Sequence[int] = (10, 20, 200),
-    temperature: float = 0.07,
-    chunk_size: int = 256,
-) -> KnnResult:
-    """Top-1 accuracy of the weighted kNN classifier for several ``k`` (one top-k search).
-
-    Args:
-        train_features: ``(N, D)`` floating point.
-        train_labels: ``(N,)`` integers in ``[0, num_classes)``.
-        test_features: ``(M, D)`` floating point.
-        test_labels: ``(M,)`` integers.
-        num_classes: Number of classes ``C``.
-        ks: Neighbour counts, each in ``[1, N]``.
-        temperature: Weight temperature, > 0.
-        chunk_size: Test rows per chunk.
-
-    Returns:
-        A :class:`KnnResult`.
-    """
-    m = test_features.shape[0] if isinstance(test_features, Tensor) else 0
-    if not isinstance(test_labels, Tensor) or tuple(test_labels.shape) != (m,):
-        got = tuple(test_labels.shape) if isinstance(test_labels, Tensor) else type(test_labels)
-        raise ValueError(f"test_labels: expected shape ({m},), got {got}")
-    preds = knn_predict(
-        train_features,
-        train_labels,
-        test_features,
-        num_classes=num_classes,
-        ks=ks,
-        temperature=temperature,
-        chunk_size=chunk_size,
-    )
-    return KnnResult(
-        top1={k: _percent_correct(p, test_labels) for k, p in preds.items()},
-        temperature=float(temperature),
-        num_train=int(train_features.shape[0]),
-        num_test=m,
-        num_classes=num_classes,
-    )
-
-
-def knn_probe(
-    backbone: nn.Module,
-    train_loader: Iterable[Any],
-    test_loader: Iterable[Any],
-    *,
-    num_classes: int,
-    device: torch.device | str,
-    ks: Sequence[int] = (10, 20, 200),
-    temperature: float = 0.07,
-    amp_dtype: torch.dtype | None = None,
-    chunk_size: int = 256,
-    progress: Progress | None = None,
-) -> KnnResult:
-    """Weighted kNN accuracy of a backbone: extract normalized features, then classify.
-
-    Both loaders should use the evaluation transform (no augmentation).
-
-    Args:
-        backbone: Module on ``device`` mapping images ``(B, C, H, W)`` to features ``(B, D)``.
-        train_loader: Batches of the memory bank (the training set).
-        test_loader: Batches to classify.
-        num_classes: Number of classes ``C``.
-        device: Where the backbone and the kNN search run.
-        ks: Neighbour counts.
-        temperature: Weight temperature.
-        amp_dtype: Autocast dtype for the backbone, or None.
-        chunk_size: Test rows per chunk of the kNN search.
-        progress: Called after each batch (stages ``"train features"``, ``"val features"``).
-
-    Returns:
-        A :class:`KnnResult`.
-    """
-    train_f, train_y = extract_features(
-        backbone,
-        train_loader,
-        device=device,
-        amp_dtype=amp_dtype,
-        progress=progress,
-        stage="train features",
-    )
-    test_f, test_y = extract_features(
-        backbone,
-        test_loader,
-        device=device,
-        amp_dtype=amp_dtype,
-        progress=progress,
-        stage="val features",
-    )
-    return knn_evaluate(
-        train_f,
-        train_y,
-        test_f,
-        test_y,
-        num_classes=num_classes,
-        ks=ks,
-        temperature=temperature,
-        chunk_size=chunk_size,
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# Linear probe
-# ----------------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class LinearProbeSettings:
     """The hyperparameters of a linear probe (a probe protocol is one set of them).
@@ -573,8 +84,8 @@ class LinearProbeSettings:
       loss jumps from 2.3 to 16 in the first epoch even with the BatchNorm, at this rate it
       decreases (``benchmarks/linear_probe_stability.py``, docs/benchmarks.md).
 
-    The published probes use other values: :mod:`reference_trainer.protocols` holds SynCo v2's
-    and MoCo v3's, each value with its source.
+    The published probes use other values: :mod:`reference_trainer.evaluate.protocols` holds
+    SynCo v2's and MoCo v3's, each value with its source.
 
     Attributes:
         mode: ``"cached"``: features of the training set extracted once (fast; the training
@@ -605,8 +116,8 @@ class LinearProbeSettings:
         head_init: The classifier's initial weights (bias 0): ``"normal"`` N(0, 0.01^2),
             ``"xavier"`` xavier uniform, ``"trunc-normal"`` truncated normal with std 0.02, or
             ``"backbone"``: as the official constructor of the backbone's architecture builds
-            its head (:func:`reference_trainer.protocols.for_arch` resolves it; the probe itself
-            needs one of the other three).
+            its head (:func:`reference_trainer.evaluate.protocols.for_arch` resolves it; the
+            probe itself needs one of the other three).
         backbone_mode: ``"eval"``, or ``"train"``: dropout and drop-path active while the
             probe trains in augmented mode (as SynCo v2's probe runs; norm layers with running
             statistics stay in eval mode, so no buffer changes). Validation features and the
@@ -770,66 +281,6 @@ class LinearProbeResult:
         }
 
 
-def _topk_correct(logits: Tensor, labels: Tensor, k: int) -> Tensor:
-    """Number of rows whose label is among the ``k`` largest logits (a 0-dim tensor)."""
-    k = min(k, logits.shape[1])
-    top = logits.topk(k, dim=1).indices  # (B, k)
-    return (top == labels[:, None]).any(dim=1).sum()
-
-
-def _classifier_accuracy(
-    classifier: nn.Module, features: Tensor, labels: Tensor, chunk: int = 4096
-) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy in percent of ``classifier`` (eval mode) on ``(N, D)`` features."""
-    classifier.eval()
-    c1 = torch.zeros((), dtype=torch.long, device=features.device)
-    c5 = torch.zeros_like(c1)
-    with torch.no_grad():
-        for start in range(0, features.shape[0], chunk):
-            logits = classifier(features[start : start + chunk])
-            y = labels[start : start + chunk]
-            c1 += _topk_correct(logits, y, 1)
-            c5 += _topk_correct(logits, y, 5)
-    n = features.shape[0]
-    return 100.0 * int(c1) / n, 100.0 * int(c5) / n
-
-
-def _build_classifier(
-    dim: int,
-    num_classes: int,
-    *,
-    batchnorm: bool,
-    generator: torch.Generator,
-    head_init: HeadInit = "normal",
-) -> nn.Sequential:
-    """``[BatchNorm1d(D, affine=False)] -> Linear(D, C)``, bias 0, weights N(0, 0.01^2)
-    (``normal``), xavier uniform (``xavier``) or truncated normal with std 0.02
-    (``trunc-normal``), drawn from ``generator``."""
-    linear = nn.Linear(dim, num_classes)
-    with torch.no_grad():
-        if head_init == "normal":
-            linear.weight.copy_(torch.randn(num_classes, dim, generator=generator) * 0.01)
-        elif head_init == "xavier":
-            bound = math.sqrt(6.0 / (dim + num_classes))
-            linear.weight.copy_((torch.rand(num_classes, dim, generator=generator) * 2 - 1) * bound)
-        else:  # trunc-normal ("backbone" is resolved before the probe)
-            nn.init.trunc_normal_(linear.weight, std=0.02, a=-2.0, b=2.0, generator=generator)
-        linear.bias.zero_()
-    layers: list[nn.Module] = []
-    if batchnorm:
-        layers.append(nn.BatchNorm1d(dim, affine=False, eps=1e-6))
-    layers.append(linear)
-    return nn.Sequential(*layers)
-
-
-def _check_labels_in_range(labels: Tensor, num_classes: int) -> None:
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"labels: expected values in [0, {num_classes}), got values in "
-            f"[{int(labels.min())}, {int(labels.max())}]"
-        )
-
-
 def _resolve_batch_size(settings: LinearProbeSettings, train_loader: Iterable[Any]) -> int:
     """The classifier's batch size: the settings', else 256 (cached) or the loader's."""
     if settings.mode == "cached":
@@ -871,7 +322,7 @@ def linear_probe(
     cross-entropy (optionally label-smoothed), after an optional BatchNorm without affine
     parameters; the learning rate warms up linearly, then follows a cosine per step or per
     epoch (see :class:`LinearProbeSettings`, whose defaults are used when ``settings`` is None;
-    :mod:`reference_trainer.protocols` holds the published probes).
+    :mod:`reference_trainer.evaluate.protocols` holds the published probes).
 
     In ``"cached"`` mode the features of ``train_loader`` are extracted once and the classifier
     trains on them for ``settings.epochs`` epochs with its own shuffling (seeded). In
@@ -893,7 +344,7 @@ def linear_probe(
         num_classes: Number of classes ``C``; labels must lie in ``[0, C)``.
         device: Where the backbone and the classifier run.
         settings: The probe's hyperparameters; None for the defaults. ``head_init`` must not be
-            ``"backbone"`` (:func:`reference_trainer.protocols.for_arch` resolves it).
+            ``"backbone"`` (:func:`reference_trainer.evaluate.protocols.for_arch` resolves it).
         seed: Seed of the classifier's initialization and (cached mode) of its shuffling.
         amp_dtype: Autocast dtype for the backbone, or None.
         on_epoch: Called after each epoch with that epoch's history entry.
@@ -919,7 +370,7 @@ def linear_probe(
     if settings.head_init == "backbone":
         raise ValueError(
             "head_init: expected normal, xavier or trunc-normal, got 'backbone' (resolve it "
-            "for the architecture with reference_trainer.protocols.for_arch)"
+            "for the architecture with reference_trainer.evaluate.protocols.for_arch)"
         )
     settings = dataclasses.replace(settings, batch_size=_resolve_batch_size(settings, train_loader))
 
@@ -954,7 +405,7 @@ def linear_probe(
             f"(fingerprint {before[:12]}... -> {after[:12]}...)"
         )
     val_features, val_labels = val
-    val_top1, val_top5 = _classifier_accuracy(classifier, val_features, val_labels)
+    val_top1, val_top5 = classifier_accuracy(classifier, val_features, val_labels)
     assert settings.batch_size is not None
     return LinearProbeResult(
         train_top1=train_top1,
@@ -985,16 +436,6 @@ def _set_mode(backbone: nn.Module, *, train: bool) -> None:
                 module.eval()
 
 
-def _grad_norm(params: list[Tensor], clip: float) -> Tensor:
-    """Total gradient norm of ``params`` (0-dim), clipping it to ``clip`` when ``clip > 0``."""
-    if clip > 0:
-        norm: Tensor = torch.nn.utils.clip_grad_norm_(params, clip)
-    else:
-        grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    return norm
-
-
 def _train_probe(
     backbone: nn.Module,
     train_loader: Iterable[Any],
@@ -1022,9 +463,9 @@ def _train_probe(
         progress=progress,
         stage="val features",
     )
-    _check_labels_in_range(val_labels, num_classes)
+    check_labels_in_range(val_labels, num_classes)
     generator = torch.Generator().manual_seed(seed)
-    classifier = _build_classifier(
+    classifier = build_classifier(
         val_features.shape[1],
         num_classes,
         batchnorm=settings.batchnorm,
@@ -1050,7 +491,7 @@ def _train_probe(
             progress=progress,
             stage="train features",
         )
-        _check_labels_in_range(train_cache[1], num_classes)
+        check_labels_in_range(train_cache[1], num_classes)
         steps_per_epoch = math.ceil(train_cache[0].shape[0] / batch_size)
     else:
         steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
@@ -1066,11 +507,11 @@ def _train_probe(
                 yield features[idx], labels[idx]
             return
         for batch in train_loader:
-            images, y = _unpack(batch)
+            images, y = unpack_batch(batch)
             y = y.to(device=device, dtype=torch.long)
-            _check_labels_in_range(y, num_classes)
+            check_labels_in_range(y, num_classes)
             with torch.no_grad():
-                features = _embed(backbone, images, device, amp_dtype)
+                features = embed(backbone, images, device, amp_dtype)
             yield features, y
 
     history: list[dict[str, float]] = []
@@ -1100,7 +541,7 @@ def _train_probe(
             torch.autograd.backward(loss)
             grad_norm = None
             if settings.clip_grad > 0 or on_step is not None:
-                grad_norm = _grad_norm(list(classifier.parameters()), settings.clip_grad)
+                grad_norm = total_grad_norm(list(classifier.parameters()), settings.clip_grad)
             optimizer.step()
             if on_step is not None:
                 assert grad_norm is not None
@@ -1121,8 +562,8 @@ def _train_probe(
             seen += n
             loss_sum += loss.detach() * n
             logits = logits.detach()
-            c1 += _topk_correct(logits, labels, 1)
-            c5 += _topk_correct(logits, labels, 5)
+            c1 += topk_correct(logits, labels, 1)
+            c5 += topk_correct(logits, labels, 5)
         if seen == 0:
             raise ValueError("train_loader: expected at least one usable batch, got none")
         mean_loss = float(loss_sum) / seen
