@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .config import TrainConfig
 from .errors import ConfigError
 from .heads import use_global_batch_norm
-from .joint import JointGenerators
+from .learned_generators import LearnedGenerators
 from .methods import Method, MethodSettings
 from .models import (
     Encoder,
@@ -137,7 +137,7 @@ class RunComponents:
         scaler: The loss scaler (active with fp16 only).
         online_step: ``online`` as the step calls it (wrapped in DDP and/or compiled).
         target_step: ``target`` as the step calls it (compiled), or None.
-        joint: The jointly learned generators, or None.
+        learned_generators: The image generators learned with the encoder, or None.
         negatives_gen: This rank's stream of the synthetic negatives.
         params: The trainable parameters (for gradient clipping).
         batch_norm: The backbone normalises with batch statistics (a ResNet).
@@ -150,7 +150,7 @@ class RunComponents:
     scaler: torch.amp.GradScaler
     online_step: nn.Module
     target_step: nn.Module | None
-    joint: JointGenerators | None
+    learned_generators: LearnedGenerators | None
     negatives_gen: torch.Generator
     params: list[nn.Parameter]
     batch_norm: bool
@@ -192,8 +192,8 @@ def build_components(
     ).to(device)
     negatives_gen = torch_generator(stream_seed(cfg.seed, Stream.NEGATIVES, rank), device)
     torch.manual_seed(stream_seed(cfg.seed, Stream.DROP_PATH, rank))  # drop-path differs per rank
-    # The drop-path stream starts one 64-bit draw in, where the data loader of earlier versions
-    # drew its workers' seed from it, so that their runs are reproduced draw for draw.
+    # The drop-path stream starts one 64-bit draw in: part of the stream's definition, so that
+    # a seed gives the same drop-path masks, and so the same run, in every release.
     torch.empty((), dtype=torch.int64).random_()
     # Python's global stream is saved in checkpoints too: start it from the seed, not the clock.
     random.seed(stream_seed(cfg.seed, Stream.PYTHON, rank))
@@ -214,9 +214,9 @@ def build_components(
         if target is not None:
             target_step = torch.compile(target)  # type: ignore[assignment]
 
-    joint = None
+    learned_generators = None
     if cfg.generator != "none":
-        joint = JointGenerators(
+        learned_generators = LearnedGenerators(
             cfg.generator,
             image_size=cfg.img_size,
             total_steps=plan.total_steps,
@@ -234,7 +234,7 @@ def build_components(
         scaler=scaler,
         online_step=online_step,
         target_step=target_step,
-        joint=joint,
+        learned_generators=learned_generators,
         negatives_gen=negatives_gen,
         params=[p for p in online.parameters() if p.requires_grad],
         batch_norm=any(

@@ -188,6 +188,7 @@ def run_state(
     if world > 1:
         rngs = [None] * world
         dist.all_gather_object(rngs, rng)
+    generators = parts.learned_generators
     return {
         "format": FORMAT_VERSION,
         "step": step,
@@ -200,7 +201,8 @@ def run_state(
         "sampler": sampler,
         "rng": rngs,
         "world_size": world,
-        "joint": None if parts.joint is None else parts.joint.state_dict(),
+        # "joint": the key of the learned generators' state in checkpoint files
+        "joint": None if generators is None else generators.state_dict(),
     }
 
 
@@ -217,8 +219,8 @@ def restore_run_state(state: dict[str, Any], parts: RunComponents) -> tuple[int,
     parts.method.load_state_dict(state["method"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scaler.load_state_dict(state["scaler"])
-    if parts.joint is not None:
-        parts.joint.load_state_dict(state["joint"])
+    if parts.learned_generators is not None:
+        parts.learned_generators.load_state_dict(state["joint"])
     rngs = state["rng"]
     exact = len(rngs) == distributed.world_size()
     if exact:

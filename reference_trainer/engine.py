@@ -54,27 +54,22 @@ from .models import ema_update
 from .reporting import MetricsLogger, Pending, RunProgress, StepInfo, records, truncate_metrics
 from .resolve import Layer, RunPlan, given_layer, plan_run, requested, resolve_options
 from .runlock import RunLock
-from .signals import StopRequest, exit_code
+from .signals import Interrupted, StopRequest
+
+__all__ = [
+    "Interrupted",
+    "NonFiniteLossError",
+    "PreparedRun",
+    "RunRequest",
+    "TrainSummary",
+    "Trainer",
+    "prepare_run",
+    "train",
+]
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the last good checkpoint."""
-
-
-class Interrupted(RuntimeError):
-    """A stop signal (SIGINT, SIGTERM, SIGUSR1) ended the run after a checkpoint was written.
-
-    Attributes:
-        signum: The signal; the process should exit with :attr:`exit_code`.
-    """
-
-    def __init__(self, message: str, *, signum: int = signal.SIGINT) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return exit_code(self.signum)
 
 
 @dataclass
@@ -254,11 +249,15 @@ class Trainer:
         real_rows = view1.shape[0]
         real_view = view1
         groups = None
-        if parts.joint is not None:  # generated hard samples and pairs join the batch, detached
+        if (
+            parts.learned_generators is not None
+        ):  # generated hard samples and pairs join the batch, detached
             if r.method.multi_positive:  # two views of each pair image, the pair one group
-                view1, view2, groups = parts.joint.extend_views_grouped(view1, view2, self.step)
+                view1, view2, groups = parts.learned_generators.extend_views_grouped(
+                    view1, view2, self.step
+                )
             else:
-                view1, view2 = parts.joint.extend_views(view1, view2, self.step)
+                view1, view2 = parts.learned_generators.extend_views(view1, view2, self.step)
             if sources is not None:
                 sources = tag_generated(sources, view1.shape[0])
         autocast = torch.autocast(
@@ -286,9 +285,11 @@ class Trainer:
         # Generated rows follow the real ones; keep them out of the banks if asked.
         kept = view1.shape[0] if self.cfg.generator_keys_enqueued else real_rows
         parts.method.update(embeddings.rows(kept), None if sources is None else sources[:kept])
-        if parts.joint is not None:  # then the generators' step, with the encoder frozen
+        if (
+            parts.learned_generators is not None
+        ):  # then the generators' step, with the encoder frozen
             encoder = parts.online.encoder
-            parts.joint.generator_step(
+            parts.learned_generators.generator_step(
                 lambda images: encoder((images,))[0], real_view, self.step, encoder=encoder
             )
         self.step += 1
@@ -300,7 +301,7 @@ class Trainer:
             result.output.directions[0],
             self.spec,
             result.sources,
-            generated=self.parts.joint is not None,
+            generated=self.parts.learned_generators is not None,
         )
 
     # ---------------------------------------------------------------------------- the loop
@@ -379,21 +380,21 @@ class Trainer:
                     self.data.report_skipped(batch.skipped, self.console if self.main else None)
                 v1 = batch.view1.to(self.device, non_blocking=True)
                 v2 = batch.view2.to(self.device, non_blocking=True)
-                joint = self.parts.joint
-                mixed = self.data.mixing or joint is not None
+                generators = self.parts.learned_generators
+                mixed = self.data.mixing or generators is not None
                 sources = batch.sources if mixed else None
                 try:
                     result = self.train_step(v1, v2, sources)
                     due = self.step % cfg.hardness_every == 0 or self.step == 1
                     stats = self.hardness(result) if due else {}
-                    if due and joint is not None:
-                        stats |= {k: float(v) for k, v in joint.metrics.items()}
+                    if due and generators is not None:
+                        stats |= {k: float(v) for k, v in generators.metrics.items()}
                     if (
-                        joint is not None
+                        generators is not None
                         and self.main
                         and (self.step % cfg.generator_grid_every == 0 or self.step == 1)
                     ):
-                        joint.save_grid(
+                        generators.save_grid(
                             self.run_dir / "generated" / f"step_{self.step:07d}.png", step=self.step
                         )
                 except NonFiniteError as e:  # syn2co's checks saw diverged embeddings first

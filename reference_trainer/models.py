@@ -29,8 +29,8 @@ from .resnets import create_resnet, is_resnet, resnet_kwargs
 #: * ``deit_s``: timm's DeiT-S (``deit_small_patch16_224``): 6 heads, learned position
 #:   embedding, timm's initialisation.
 #: * ``vit_s``: timm's ViT-S with 12 heads (the head count of MoCo v3's ViT-S), but timm's
-#:   learned position embedding and timm's initialisation: kept as it always was, so configs
-#:   that name it train the same network.
+#:   learned position embedding and timm's initialisation (use ``vit_s_mocov3`` for MoCo v3's
+#:   network).
 #: * ``vit_s_mocov3``: MoCo v3's ViT-S exactly, the "DeiT-S" of SynCo v2 and Syn2Co (see
 #:   :func:`mocov3_vit_init`): 12 heads, a fixed 2D sin-cos position embedding, MoCo v3's
 #:   initialisation.

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import yaml
+
 from syn2co.negatives import (
     STRATEGIES,
     SYNCO_V1,
@@ -60,6 +62,7 @@ __all__ = [
     "method_settings",
     "negatives_window",
     "plan_run",
+    "render_plan",
     "requested",
     "resolve",
     "resolve_options",
@@ -203,6 +206,22 @@ class RunPlan:
         }
 
 
+def render_plan(plan: RunPlan) -> str:
+    """A plan as YAML that ``--config`` reads back: every option with its source as a comment,
+    then the derived numbers as comments."""
+    rows = []
+    for name in TrainConfig.field_names():
+        text = yaml.safe_dump({name: getattr(plan.config, name)}, width=1_000_000)
+        rows.append((text.strip().replace("\n", " "), plan.sources.get(name, DEFAULT_SOURCE)))
+    width = max(len(text) for text, _ in rows)
+    lines = ["# options, each with the layer that set it"]
+    lines += [f"{text.ljust(width)}  # {source}" for text, source in rows]
+    lines.append("# derived from the options and the training data")
+    for name, (value, how) in plan.derivations().items():
+        lines.append(f"#   {name}: {value}  ({how})")
+    return "\n".join(lines)
+
+
 def _window_how(cfg: TrainConfig, window: ActiveWindow, steps_per_epoch: int) -> str:
     epochs = f"epochs [{window.start / steps_per_epoch:.2f}, " + (
         "end)" if window.end is None else f"{window.end / steps_per_epoch:.2f})"
@@ -336,8 +355,10 @@ def resolve_options(
 def _method(name: str) -> type[Method]:
     try:
         return get_method(name)
-    except KeyError as e:
-        raise ConfigError(f"--method: {e.args[0]}") from None
+    except KeyError:
+        raise ConfigError(
+            f"--method must be one of {', '.join(method_names())}, got {name!r}"
+        ) from None
 
 
 def infer_dataset(data: str) -> str:
@@ -368,7 +389,7 @@ def validate(cfg: TrainConfig, method: type[Method], *, world_size: int = 1) -> 
     """
     if cfg.dataset not in DATASETS:
         raise ConfigError(
-            f"--dataset: expected one of {', '.join(dataset_names())}, got {cfg.dataset!r}"
+            f"--dataset must be one of {', '.join(dataset_names())}, got {cfg.dataset!r}"
         )
     _check_at_least(cfg, 1, ("batch_size", "img_size", "proj_hidden", "proj_dim", "builtin_size"))
     if is_resnet(cfg.arch):

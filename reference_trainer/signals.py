@@ -20,7 +20,7 @@ import signal
 from types import FrameType
 from typing import Any
 
-__all__ = ["STOP_SIGNALS", "StopRequest", "exit_code", "ignore_stop_signals"]
+__all__ = ["STOP_SIGNALS", "Interrupted", "StopRequest", "exit_code", "ignore_stop_signals"]
 
 #: The signals that stop a run with a checkpoint.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
@@ -34,6 +34,22 @@ def exit_code(signum: int) -> int:
         (143, 138, 130)
     """
     return 128 + int(signum)
+
+
+class Interrupted(RuntimeError):
+    """A stop signal (SIGINT, SIGTERM, SIGUSR1) ended a command after its work so far was saved.
+
+    Attributes:
+        signum: The signal; the process should exit with :attr:`exit_code`.
+    """
+
+    def __init__(self, message: str, *, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.signum)
 
 
 class StopRequest:

@@ -15,24 +15,14 @@ from __future__ import annotations
 
 import typer
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from ._consoles import console
 from .eval import eval_knn, eval_linear, probe_backbone
 from .run import HELP as RUN_HELP
-from .run import config_from_options, infer_dataset, run_command, set_run_options
+from .run import run_command, set_run_options
 from .tools import demo_cmd, export_cmd, plot_cmd, recipes_cmd, synth_cmd
 
-__all__ = [
-    "app",
-    "config_from_options",
-    "eval_app",
-    "infer_dataset",
-    "main",
-    "probe_backbone",
-]
-
-# For code that registers plug-ins itself and then regenerates ``run``'s options.
-_set_run_options = set_run_options
+__all__ = ["app", "eval_app", "main", "probe_backbone"]
 
 app = typer.Typer(
     name="syn2co-train",
@@ -64,6 +54,6 @@ def main() -> None:
         if load_plugins():
             set_run_options()
     except ConfigError as e:
-        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        console.print(f"[red]error:[/] {one_line(e)}", soft_wrap=True)
         raise SystemExit(1) from None
     app()

@@ -21,7 +21,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 def exit_on_user_error(fn: F) -> F:
     """Turn the errors a user can fix into one red line and exit code 1; a run stopped by a
     signal exits with 128 + its number (130 SIGINT, 143 SIGTERM, 138 SIGUSR1)."""
-    from ..engine import Interrupted, NonFiniteLossError
+    from ..engine import NonFiniteLossError
+    from ..signals import Interrupted
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -1,31 +1,39 @@
 """``syn2co-train run``: self-supervised pretraining.
 
 Its options are generated from :class:`reference_trainer.config.TrainConfig`, so the command
-line and the config files always accept the same names; :func:`config_from_options` layers
-them into the run's config.
+line and the config files always accept the same names. The command hands the recipe, the
+config file and the flags as layers to :mod:`reference_trainer.resolve`, the one place where a
+run's values are decided; ``--dry-run`` prints what it decided, with the source of every value,
+and writes nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 import typer
 from rich.table import Table
 
-from ..config import TrainConfig, load_config_file
-from ..errors import ConfigError, flag
+from ..config import TrainConfig
+from ..data.registry import dataset_names
+from ..errors import flag
+from ..methods import method_names
 from ._consoles import console, out_console
 from ._error_boundary import exit_on_user_error
 
 HELP = (
     "Self-supervised pretraining (MoBY, MoCo v3, SimCLR, MoCo v2 or any registered method) "
-    "of a timm ViT/Swin/ResNet, with synthetic negatives. Options may come from --config; the "
-    "resolved config is saved in --out."
+    "of a timm ViT/Swin/ResNet, optionally with synthetic hard negatives (--negatives), "
+    "synthetic images (--synthetic-data) or learned generators (--generator). Values come "
+    "from, lowest first: the defaults, the method's preset, --recipe, --config, the command "
+    "line; --dry-run prints them with their sources. The resolved config is saved in --out."
 )
+
+#: The registries whose names an option takes (``registry`` metadata of a TrainConfig field).
+_REGISTRIES = {"method": method_names, "dataset": dataset_names}
 
 
 def _run_parameters() -> list[inspect.Parameter]:
@@ -40,7 +48,20 @@ def _run_parameters() -> list[inspect.Parameter]:
                 Path | None,
                 typer.Option("--config", help="YAML or TOML file of options (command line wins)."),
             ],
-        )
+        ),
+        inspect.Parameter(
+            "dry_run",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[
+                bool,
+                typer.Option(
+                    "--dry-run",
+                    help="Print every resolved value with its source and the derived numbers "
+                    "(steps, warmup, lr, the negatives' window), then exit without writing.",
+                ),
+            ],
+        ),
     ]
     for f in dataclasses.fields(TrainConfig):
         hint = hints[f.name]
@@ -57,9 +78,9 @@ def _run_parameters() -> list[inspect.Parameter]:
             annotation = base | None
             decl = [option]
         help_text = f.metadata.get("help", "")
-        choices = f.metadata.get("choices")  # a registry: methods, dataset formats
-        if choices is not None:
-            help_text += f" One of: {', '.join(choices())}."
+        registry = f.metadata.get("registry")  # methods, dataset formats
+        if registry is not None:
+            help_text += f" One of: {', '.join(_REGISTRIES[registry]())}."
         if f.default is not None and not isinstance(f.default, bool):
             help_text += f" [default: {f.default}]"
         params.append(
@@ -75,61 +96,16 @@ def _run_parameters() -> list[inspect.Parameter]:
     return params
 
 
-def config_from_options(config: Path | None, options: dict[str, Any]) -> TrainConfig:
-    """The run's options, layer by layer (the method's defaults fill what is left unset later).
-
-    Lowest first: the field defaults, the recipe (``--recipe``, or a ``recipe`` key of the
-    config file), the config file, the command line. ``--data`` without ``--dataset`` (in none
-    of them) means an image folder, never the built-in default; a resumed run keeps its own
-    dataset.
-    """
-    from ..recipes import load_recipe
-
-    file_values = load_config_file(config) if config is not None else {}
-    given = {k: v for k, v in options.items() if v is not None}
-    cfg = TrainConfig()
-    named: set[str] = set()
-    spec = given.get("recipe", file_values.get("recipe"))
-    if spec is not None:
-        recipe = load_recipe(str(spec))
-        cfg = cfg.updated(recipe.options, source=f"recipe {recipe.name}").updated({"recipe": spec})
-        named |= {str(key).replace("-", "_") for key in recipe.options}
-    if config is not None:
-        cfg = cfg.updated(file_values, source=f"--config {config}")
-        named |= {str(key).replace("-", "_") for key in file_values}
-    cfg = cfg.updated(given, source="command line")
-    if cfg.data is not None and "dataset" not in named | set(given) and cfg.resume is None:
-        cfg = cfg.updated({"dataset": infer_dataset(cfg.data)})
-    return cfg
-
-
-def infer_dataset(data: str) -> str:
-    """The ``--dataset`` of a ``--data`` directory given alone: ``imagefolder`` when it holds
-    class folders of images, else a one-line error asking for ``--dataset``."""
-    from ..data.datasets import IMAGE_EXTENSIONS
-    from ..data.registry import dataset_names, get_dataset
-
-    root = Path(data)
-    formats = ", ".join(d for d in dataset_names() if get_dataset(d).needs_root)
-    ask = f"pass --dataset ({formats})"
-    if not root.is_dir():
-        raise ConfigError(f"--data {data}: no such directory; {ask}")
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        with os.scandir(folder) as entries:
-            if any(Path(e.name).suffix.lower() in IMAGE_EXTENSIONS for e in entries):
-                return "imagefolder"
-    raise ConfigError(
-        f"--data {data} holds no class folders of images (DATA/<class>/<image>) for "
-        f"--dataset imagefolder; {ask}"
-    )
-
-
 @exit_on_user_error
-def run_command(config: Path | None = None, **options: Any) -> None:
+def run_command(config: Path | None = None, dry_run: bool = False, **options: Any) -> None:
     from ..engine import train
+    from ..resolve import command_line_layers
 
-    cfg = config_from_options(config, options)
-    summary = train(cfg, console=console)
+    layers = command_line_layers(config, options)
+    if dry_run:
+        _print_dry_run(layers)
+        return
+    summary = train(layers, console=console)
     if not summary.main:  # under torchrun, the main rank reports for all
         return
     table = Table(title="pretraining done", show_header=False)
@@ -141,6 +117,19 @@ def run_command(config: Path | None = None, **options: Any) -> None:
     if summary.skipped_files:
         table.add_row("unreadable images skipped", str(summary.skipped_files))
     out_console.print(table)
+
+
+def _print_dry_run(layers: list[Any]) -> None:
+    """The resolved run as YAML that ``--config`` reads back, each value with its source, the
+    derived numbers as comments; nothing is written."""
+    from ..devices import resolve_device
+    from ..engine import prepare_run
+    from ..resolve import render_plan, requested
+
+    device = resolve_device(requested(layers).device)
+    prepared = prepare_run(layers, device=device)
+    out_console.print(render_plan(prepared.plan), markup=False, highlight=False, soft_wrap=True)
+    console.print("dry run: nothing was written", soft_wrap=True)
 
 
 def set_run_options() -> None:

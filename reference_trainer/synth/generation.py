@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ..errors import ConfigError
+from ..signals import Interrupted
 from .dedup import dhash
 from .jobs import ImageJob, check_folders, plan
 from .pipelines import (
@@ -263,8 +264,6 @@ def _generate(
                     new_files.add(job.file)
                 progress.advance(task, len(batch))
         except KeyboardInterrupt:
-            from ..engine import Interrupted
-
             raise Interrupted(
                 f"stopped after {len(new_files)} new images, all saved; rerun the same "
                 "command to continue"

@@ -9,12 +9,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from reference_trainer.cli import app, config_from_options
+from reference_trainer.cli import app
 from reference_trainer.config import TrainConfig
 from reference_trainer.errors import ConfigError
 from reference_trainer.methods import register, unregister
 from reference_trainer.recipes import load_recipe, recipe_names, recipes
-from reference_trainer.resolve import resolve
+from reference_trainer.resolve import command_line_layers, requested, resolve
 
 from .conftest import write_cifar10, write_cifar100, write_fake_imagenet, write_image_folder
 
@@ -33,6 +33,11 @@ REQUIRED = {
         for v in ("real", "synthetic", "mixed")
     ),
 }
+
+
+def config_from_options(config: Path | None, flags: dict[str, object]) -> TrainConfig:
+    """The options a command line sets, layer by layer (recipe, file, flags)."""
+    return requested(command_line_layers(config, flags))
 
 
 def test_recipes_command_lists_each_recipe_on_one_line(runner: CliRunner) -> None:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from reference_trainer.joint import JointGenerators
+from reference_trainer.learned_generators import LearnedGenerators
 
 SIDE = 16
 
@@ -44,8 +44,8 @@ def bn_encoder() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * SIDE * SIDE, 32), nn.BatchNorm1d(32))
 
 
-def joint(mode: str = "both", seed: int = 0) -> JointGenerators:
-    return JointGenerators(
+def joint(mode: str = "both", seed: int = 0) -> LearnedGenerators:
+    return LearnedGenerators(
         mode,  # type: ignore[arg-type]
         image_size=SIDE,
         total_steps=10,
@@ -207,11 +207,11 @@ def test_save_grid_writes_a_png(tmp_path: Path) -> None:
 def test_bad_configuration_names_the_argument(kwargs: dict[str, object], match: str) -> None:
     args: dict[str, object] = {"mode": "both", "image_size": SIDE, "total_steps": 10} | kwargs
     with pytest.raises(ValueError, match=match):
-        JointGenerators(**args)  # type: ignore[arg-type]
+        LearnedGenerators(**args)  # type: ignore[arg-type]
 
 
 def test_twin_pair_design_starts_from_identical_images() -> None:
-    j = JointGenerators(
+    j = LearnedGenerators(
         "hard-pairs",
         image_size=SIDE,
         total_steps=5,

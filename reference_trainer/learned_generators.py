@@ -1,16 +1,16 @@
-"""Jointly learned generators in the trainer: hard samples and hard positive pairs.
+"""Image generators learned jointly with the encoder: hard samples and hard positive pairs.
 
 The trainer's side of :mod:`syn2co.generators` ("Synthetic Data Can Also Teach", Wu et al.
-2023). :class:`JointGenerators` owns the generator(s), their AdamW
+2023). :class:`LearnedGenerators` owns the generator(s), their AdamW
 optimizers and the pair-similarity schedule; the engine needs four calls::
 
-    joint = JointGenerators("both", image_size=32, total_steps=steps).to(device)
+    generators = LearnedGenerators("both", image_size=32, total_steps=steps).to(device)
     # encoder step: the real views plus the generated rows (detached), then the usual loss
-    view_a, view_b = joint.extend_views(view_a, view_b, step)
+    view_a, view_b = generators.extend_views(view_a, view_b, step)
     ...  # encoder forward, loss, backward, optimizer step
     # generator step: the encoder frozen, the generator(s) updated
-    metrics = joint.generator_step(encoder_fn, real_images, step, encoder=model)
-    state = joint.state_dict()  # generators, spread and optimizer states: exact resume
+    metrics = generators.generator_step(encoder_fn, real_images, step, encoder=model)
+    state = generators.state_dict()  # generators, spread and optimizer states: exact resume
 
 Randomness: every latent, noise and augmentation draw of a call comes from a CPU stream seeded
 by ``(seed, rank, step, purpose)``, so the global RNG is never touched and a resumed run draws
@@ -55,7 +55,7 @@ from syn2co.generators import (
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .seeds import hashed_seed, torch_generator
 
-__all__ = ["MODES", "GeneratedBatch", "JointGenerators", "Mode"]
+__all__ = ["MODES", "GeneratedBatch", "LearnedGenerators", "Mode"]
 
 Mode = Literal["hard-samples", "hard-pairs", "both"]
 MODES: tuple[str, ...] = ("hard-samples", "hard-pairs", "both")
@@ -76,7 +76,7 @@ class GeneratedBatch(NamedTuple):
     pair_b: Tensor | None  # (P, C, H, W) second images
 
 
-class JointGenerators(nn.Module):
+class LearnedGenerators(nn.Module):
     """The hard-sample and/or hard-pair generators, their optimizers and their schedule.
 
     Args:
