@@ -50,7 +50,7 @@ from .devices import resolve_device
 from .diagnostics import Source, hardness, tag_generated
 from .errors import ConfigError, dataloader_worker_died, one_line
 from .methods import MethodOutput, Networks, StepContext
-from .models import ema_update
+from .models import ema_update, frozen_batch_norm_statistics
 from .reporting import MetricsLogger, Pending, RunProgress, StepInfo, records, truncate_metrics
 from .resolve import Layer, RunPlan, given_layer, plan_run, requested, resolve_options
 from .runlock import RunLock
@@ -266,7 +266,12 @@ class Trainer:
             enabled=self.amp_dtype is not None,
         )
         nets = Networks(
-            parts.online_step, parts.target_step, parts.batch_norm, self.step, self.cfg.seed
+            parts.online_step,
+            parts.target_step,
+            parts.batch_norm,
+            self.step,
+            self.cfg.seed,
+            lambda: frozen_batch_norm_statistics(parts.online, parts.target),
         )
         with autocast:
             embeddings = parts.method.encode(nets, (view1, view2))

@@ -12,7 +12,9 @@ transforms come from our config, not timm's.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -312,6 +314,32 @@ class OnlineNetwork(nn.Module):
     def forward(self, *views: Tensor) -> tuple[Tensor, ...]:
         """Each view (B, 3, H, W) -> its prediction (B, D)."""
         return tuple(self.predictor(z) for z in self.encoder(views))
+
+
+@contextlib.contextmanager
+def frozen_batch_norm_statistics(*modules: nn.Module | None) -> Iterator[None]:
+    """Within the block, forward passes leave the running statistics (and the counts of
+    tracked batches) of every batch norm in ``modules`` as they were."""
+    norms = [
+        m
+        for module in modules
+        if module is not None
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    saved = [[b.clone() for b in _statistics(m)] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, values in zip(norms, saved, strict=True):
+                for buffer, value in zip(_statistics(m), values, strict=True):
+                    buffer.copy_(value)
+
+
+def _statistics(norm: nn.modules.batchnorm._BatchNorm) -> list[Tensor]:
+    buffers = (norm.running_mean, norm.running_var, norm.num_batches_tracked)
+    return [b for b in buffers if b is not None]
 
 
 def set_drop_path(module: nn.Module, rate: float) -> None:

@@ -26,9 +26,11 @@ the whole run's configuration. The engine never asks which method it runs: it ca
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Self, TypedDict
 
 import torch
@@ -201,6 +203,10 @@ class Networks:
             share a forward pass changes the embeddings.
         step: The optimizer step (for random draws that must repeat on resume).
         seed: The run's seed.
+        frozen_statistics: A context in which forward passes of ``online`` and ``target``
+            leave the batch-norm running statistics as they are (normalising with batch
+            statistics as usual): a method that splits one logical forward into several passes
+            keeps one update per step, as one GPU of a multi-GPU run makes.
     """
 
     online: Callable[..., Sequence[Tensor]]
@@ -208,6 +214,9 @@ class Networks:
     batch_norm: bool
     step: int
     seed: int
+    frozen_statistics: Callable[[], AbstractContextManager[None]] = field(
+        default=contextlib.nullcontext
+    )
 
 
 @dataclass

@@ -15,12 +15,18 @@ rows. In one process, as the MoCo CIFAR demo's split batch norm does: queries an
 keys are encoded in :data:`SHUFFLE_BN_SPLITS` groups, each with its own statistics. The
 permutation comes from the run's seed and the step, the same on every rank and after a resume.
 
+Running statistics: one update per forward of each encoder, from its first group, as one GPU of
+the official multi-GPU run makes (each GPU's batch norm updates once per forward, and DDP keeps
+rank 0's statistics); the other groups normalise with their own batch statistics and leave the
+running ones as they are (:attr:`Networks.frozen_statistics`).
+
 Synthetic negatives (SynCo v1: ``--negatives synco-v1``) are built from the queue, the same
 bank the loss multiplies once.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Self
 
@@ -132,9 +138,11 @@ class MoCoV2(Method):
                 (key,) = target((view2,))
             return Embeddings((query,), (key,))
         splits = _splits(view1.shape[0])
-        query = torch.cat([nets.online(chunk)[0] for chunk in view1.chunk(splits)])
+        query_pass = _one_statistics_update(lambda x: nets.online(x)[0], nets)
+        query = torch.cat([query_pass(chunk) for chunk in view1.chunk(splits)])
         rng = torch_generator(hashed_seed("shuffle-bn", nets.seed, nets.step))
-        key = shuffled_keys(lambda x: target((x,))[0], view2, splits=splits, generator=rng)
+        key_pass = _one_statistics_update(lambda x: target((x,))[0], nets)
+        key = shuffled_keys(key_pass, view2, splits=splits, generator=rng)
         return Embeddings((query,), (key,))
 
     def forward(self, embeddings: Embeddings, ctx: StepContext) -> MethodOutput:
@@ -162,6 +170,22 @@ class MoCoV2(Method):
         assert keys.target is not None
         (key,) = keys.target
         self.queue.enqueue(key, sources if self.queue.tags is not None else None)
+
+
+def _one_statistics_update(
+    encode: Callable[[Tensor], Tensor], nets: Networks
+) -> Callable[[Tensor], Tensor]:
+    """``encode``, with the batch-norm running statistics moved by its first call only."""
+    calls = 0
+
+    def first_updates(images: Tensor) -> Tensor:
+        nonlocal calls
+        calls += 1
+        frozen = nets.frozen_statistics() if calls > 1 else contextlib.nullcontext()
+        with frozen:
+            return encode(images)
+
+    return first_updates
 
 
 def _splits(rows: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from collections.abc import Sequence
@@ -14,10 +15,13 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import Tensor
 
+from reference_trainer.build import build_networks
 from reference_trainer.config import TrainConfig
 from reference_trainer.methods import Embeddings, Networks, StepContext, get_method
 from reference_trainer.methods.mocov2 import SHUFFLE_BN_SPLITS, MoCoV2, shuffled_keys
+from reference_trainer.models import frozen_batch_norm_statistics
 from reference_trainer.resolve import resolve
+from reference_trainer.seeds import hashed_seed
 from syn2co.negatives import NegativeSpec, synthesize
 
 B, D, K = 6, 8, 16
@@ -138,6 +142,61 @@ def test_shuffled_keys_put_random_groups_through_the_encoder() -> None:
         expected[group] = batch_centred(images[group])
     assert torch.allclose(keys, expected)
     assert not torch.allclose(keys, batch_centred(images))  # the groups matter
+
+
+def norm_statistics(module: torch.nn.Module) -> list[Tensor]:
+    return [
+        b.clone()
+        for m in module.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+        for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if b is not None
+    ]
+
+
+def test_shuffle_bn_moves_the_running_statistics_once_per_forward() -> None:
+    """In one process the queries and the shuffled keys go through the encoders in
+    SHUFFLE_BN_SPLITS groups; the batch-norm running statistics move once per step, by the
+    first group's batch, as the first GPU of a run on SHUFFLE_BN_SPLITS GPUs moves them."""
+    cfg = TrainConfig.from_dict(
+        {"method": "mocov2", "arch": "resnet18", "depth": 1, "embed_dim": 8, "proj_dim": 8}
+    )
+    plan = resolve(cfg, train_size=64)
+    torch.manual_seed(0)
+    online, target = build_networks(plan.config, plan.method, plan.method_settings())
+    assert target is not None
+    reference_online, reference_target = copy.deepcopy(online), copy.deepcopy(target)
+    rows, steps = 2 * SHUFFLE_BN_SPLITS, 3
+    mocov2 = method()
+    for step in range(steps):
+        view1, view2 = data(10 + step, rows, 3, 32, 32), data(20 + step, rows, 3, 32, 32)
+        nets = Networks(
+            online,
+            lambda views: target(views),
+            True,
+            step=step,
+            seed=0,
+            frozen_statistics=lambda: frozen_batch_norm_statistics(online, target),
+        )
+        mocov2.encode(nets, (view1, view2))
+        # the plain reference: one forward of the first group of each encoder
+        first = rows // SHUFFLE_BN_SPLITS
+        reference_online(view1[:first])
+        order = torch.randperm(
+            rows, generator=torch.Generator().manual_seed(hashed_seed("shuffle-bn", 0, step))
+        )
+        with torch.no_grad():
+            reference_target((view2[order[:first]],))
+    for got, want in zip(
+        norm_statistics(online) + norm_statistics(target),
+        norm_statistics(reference_online) + norm_statistics(reference_target),
+        strict=True,
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    tracked = [
+        m.num_batches_tracked for m in online.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    ]
+    assert tracked and all(int(n) == steps for n in tracked)  # one update per step, not 8
 
 
 WORLD, LOCAL = 2, 4
