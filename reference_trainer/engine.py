@@ -29,10 +29,10 @@ import contextlib
 import dataclasses
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -63,6 +63,7 @@ __all__ = [
     "RunRequest",
     "TrainSummary",
     "Trainer",
+    "describe_data",
     "prepare_run",
     "train",
 ]
@@ -74,6 +75,21 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainSummary:
+    """What a call of :func:`train` did.
+
+    Attributes:
+        run_dir: The run directory.
+        step: The global step the run reached.
+        total_steps: Steps of the whole run (``step < total_steps`` after ``--stop-at``).
+        last_loss: The loss last logged.
+        pairs_per_second: Image pairs per second over this call.
+        seconds: Wall time of this call's training loop.
+        skipped_files: Unreadable images skipped (distinct files).
+        main: This process is the main rank (the one that reports).
+        data: What the run trains on, one line per source (see :func:`describe_data`).
+        images_seen: Images (pairs of views) trained on by the end of this call, all ranks.
+    """
+
     run_dir: Path
     step: int
     total_steps: int
@@ -81,7 +97,9 @@ class TrainSummary:
     pairs_per_second: float
     seconds: float
     skipped_files: int
-    main: bool = True  # this process is the main rank (the one that reports)
+    main: bool = True
+    data: tuple[str, ...] = ()
+    images_seen: int = 0
 
 
 @dataclass
@@ -315,7 +333,14 @@ class Trainer:
         cfg, total = self.cfg, self.plan.total_steps
         stop_step = min(total, cfg.stop_at) if cfg.stop_at is not None else total
         if self.main:
-            save_config(cfg, self.run_dir / "config.yaml")
+            header = "\n".join(
+                [
+                    "The options of this run, as syn2co-train run --config reads them back.",
+                    *describe_data(self.plan, self.data),
+                    *(f"{k}: {v}  ({how})" for k, (v, how) in self.plan.derivations().items()),
+                ]
+            )
+            save_config(cfg, self.run_dir / "config.yaml", header=header)
             self._describe()
         logger = MetricsLogger(self.run_dir, enabled=self.main, resumed_step=self.step)
         stop = StopRequest()
@@ -439,6 +464,8 @@ class Trainer:
             seconds,
             skipped_total,
             self.main,
+            tuple(describe_data(self.plan, self.data)),
+            self.step * cfg.batch_size,
         )
 
     def _interrupted(self, signum: int) -> Interrupted:
@@ -478,6 +505,8 @@ class Trainer:
             f"{ {torch.bfloat16: 'bf16', torch.float16: 'fp16', None: 'fp32'}[self.amp_dtype] }"
             f"{' compiled' if cfg.compile else ''} | {self.run_dir}"
         )
+        for line in describe_data(r, self.data):
+            self.console.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
 def train(
@@ -509,6 +538,31 @@ def train(
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def describe_data(plan: RunPlan, data: TrainData) -> list[str]:
+    """What a run trains on: each source with its path and size, the synthetic fraction, and
+    what an epoch and the whole run are in steps and in images."""
+    cfg = plan.config
+    real = len(cast(Sized, data.real))
+    where = cfg.data if cfg.data is not None else "(generated in memory)"
+    lines = [f"data: {cfg.dataset} {where}, {real} images"]
+    if data.synthetic is not None:
+        fraction = f"{cfg.synthetic_fraction:g}"
+        if cfg.synthetic_schedule != "constant":
+            fraction += f" -> {cfg.synthetic_fraction_end:g} ({cfg.synthetic_schedule})"
+        synthetic = len(cast(Sized, data.synthetic))
+        lines.append(
+            f"synthetic: {cfg.synthetic_data}, {synthetic} images, fraction {fraction} of "
+            "every batch"
+        )
+    batch = cfg.batch_size
+    lines.append(
+        f"epoch: {plan.steps_per_epoch} steps = {plan.steps_per_epoch * batch} images "
+        f"(one pass over {plan.train_size}); run: {plan.total_steps} steps = "
+        f"{plan.total_steps * batch} images seen"
+    )
+    return lines
 
 
 def _layers(request: RunRequest) -> list[Layer]:

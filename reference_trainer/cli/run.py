@@ -108,9 +108,19 @@ def run_command(config: Path | None = None, dry_run: bool = False, **options: An
     summary = train(layers, console=console)
     if not summary.main:  # under torchrun, the main rank reports for all
         return
-    table = Table(title="pretraining done", show_header=False)
+    finished = summary.step >= summary.total_steps
+    title = (
+        "pretraining done"
+        if finished
+        else f"pretraining stopped at step {summary.step} (--stop-at); continue with --resume"
+    )
+    table = Table(title=title, show_header=False)
     table.add_row("run directory", str(summary.run_dir))
     table.add_row("steps", f"{summary.step}/{summary.total_steps}")
+    table.add_row("images seen", str(summary.images_seen))
+    for line in summary.data:
+        name, _, text = line.partition(": ")
+        table.add_row(name, text)
     table.add_row("last loss", f"{summary.last_loss:.4f}")
     table.add_row("throughput", f"{summary.pairs_per_second:.1f} image pairs/s")
     table.add_row("time", f"{summary.seconds:.1f} s")

@@ -68,6 +68,19 @@ def test_every_batch_holds_the_requested_counts(
     assert result.exit_code == 0, result.output
     got = [(r["real"], r["synthetic"]) for r in records(run)]
     assert got == [split_counts(8, 0.25)] * 6 == [(6, 2)] * 6
+    # the run says what it trained on: in its header, its summary and its config.yaml
+    real, _, synth = folders
+    said = [
+        f"data: imagefolder {real}, 24 images",
+        f"synthetic: {synth}, 12 images, fraction 0.25 of every batch",
+        "run: 6 steps = 48 images seen",
+    ]
+    header = " ".join(result.output.split())  # the console wraps long lines
+    config = (run / "config.yaml").read_text()
+    comments = [line for line in config.splitlines() if line.startswith("# ")]
+    for line in said:
+        assert line in header and any(line in c for c in comments), line
+    assert "images seen 48" in " ".join(header.replace("│", " ").split())
     # hardness split by source: queries of each source, negatives of each source in the queue
     tagged = records(run)[0]
     for key in (
