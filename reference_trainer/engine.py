@@ -159,6 +159,15 @@ def prepare_run(
             f"--stop-at {config.stop_at} is not after the checkpoint's step {state['step']}"
         )
     ckpt.check_run_dir(run_dir, resuming=state is not None)
+    synthetic = config.synthetic_data
+    if synthetic is not None and not Path(synthetic).is_dir():
+        source = options.sources.get("synthetic_data", "")
+        given = "" if source == "command line" else f" (set by {source})"
+        raise ConfigError(
+            f"--synthetic-data {synthetic}{given} is not a directory: make it with syn2co-train "
+            f"synth --out {synthetic} (see docs/trainer/synthetic.md), or pass --synthetic-data "
+            "DIR"
+        )
     data = build_train_data(config, rank=rank, world_size=world_size, device=device)
     plan = plan_run(options, train_size=data.train_size)
     return PreparedRun(plan, run_dir, state, data)

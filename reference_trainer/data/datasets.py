@@ -663,7 +663,9 @@ def _imagenet100(root: Path, split: str, strict: bool) -> ImageFolderDataset:
     if missing:
         raise DatasetNotFoundError(
             f"imagenet100 {split}: {len(missing)} of its 100 class folders are missing from "
-            f"{folder}, e.g. {', '.join(missing[:3])}"
+            f"{folder}, e.g. {', '.join(missing[:3])}; for a subset whose folders hold only the "
+            f"classes to train on, pass --dataset imagefolder --data {root / 'train'} "
+            f"--val-data {root / 'val'}"
         )
     return ImageFolderDataset(
         folder, strict=strict, classes=classes, split=split, other_folders="ignore"

@@ -48,7 +48,17 @@ def test_missing_classes_and_split_are_clear_errors(tmp_path: Path) -> None:
     shutil.rmtree(root / "train" / SOME_CMC_IDS[0])
     with pytest.raises(
         DatasetNotFoundError, match=f"1 of its 100 class folders.*{SOME_CMC_IDS[0]}"
-    ):
+    ) as missing:
         build_dataset("imagenet100", root, "train")
+    # the way to a subset is in the message, and it works
+    assert f"--dataset imagefolder --data {root / 'train'} --val-data {root / 'val'}" in str(
+        missing.value
+    )
+    shutil.rmtree(root / "val" / SOME_CMC_IDS[0])  # a subset: the same 99 folders in both
+    subset = TrainConfig(
+        dataset="imagefolder", data=str(root / "train"), val_data=str(root / "val"), workers=0
+    )
+    assert dataset_for(subset, "train").num_classes == 99
+    assert dataset_for(subset, "val").num_classes == 99  # the training split's classes
     with pytest.raises(DatasetNotFoundError, match="pass the root, the folder holding train/"):
         build_dataset("imagenet100", root / "val", "train")

@@ -255,3 +255,17 @@ def test_gpu_input_path_runs_on_cpu_with_mixing_and_resumes_exactly(
     b = torch.load(split / "checkpoint.pt", weights_only=False)
     for key, value in a["online"].items():
         assert torch.equal(value, b["online"][key]), key
+
+
+def test_a_missing_synthetic_folder_names_where_its_path_came_from(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    args = [*tiny_run(out), "--steps", "2", "--recipe", "syn2co-deit-s-in100-mixed"]
+    args += ["--dataset", "builtin", "--img-size", "32", "--warmup-steps", "0"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and not out.exists()
+    line = result.output.strip()
+    assert line.startswith("error: --synthetic-data ") and "\n" not in line
+    assert "(set by recipe syn2co-deit-s-in100-mixed@1" in line
+    assert "syn2co-train synth --out" in line and "or pass --synthetic-data DIR" in line
