@@ -45,9 +45,7 @@ def _print_table(table: Table) -> None:
 
 @exit_on_user_error
 def compare_cmd(
-    runs: Annotated[
-        list[Path], typer.Argument(help="Run directories of syn2co-train run.")
-    ],
+    runs: Annotated[list[Path], typer.Argument(help="Run directories of syn2co-train run.")],
     format: Annotated[
         Literal["table", "csv", "markdown"],
         typer.Option(
