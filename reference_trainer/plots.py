@@ -1,4 +1,5 @@
-"""PNG curves from a run's metrics log (``run_dir/metrics.jsonl``).
+"""PNG curves from a run's metrics log (``run_dir/metrics.jsonl``), and one metric of several
+runs against one of their settings (:func:`plot_points`, for ``syn2co-train compare --plot``).
 
 The log holds one JSON object per line, written by the engine as training goes; keys include
 ``step``, ``epoch``, ``loss``, ``lr``, ``momentum``, ``img_per_s`` and hardness statistics named
@@ -23,7 +24,15 @@ from matplotlib.figure import Figure
 
 from .atomic import write_atomic
 
-__all__ = ["METRICS_FILE", "hardness_groups", "metric_series", "plot_run", "read_metrics", "smooth"]
+__all__ = [
+    "METRICS_FILE",
+    "hardness_groups",
+    "metric_series",
+    "plot_points",
+    "plot_run",
+    "read_metrics",
+    "smooth",
+]
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -237,3 +246,60 @@ def plot_run(
         _plot_hardness(records, out / "hardness.png"),
     ]
     return [p for p in written if p is not None]
+
+
+def plot_points(
+    xs: Sequence[float] | Sequence[str],
+    ys: Sequence[float],
+    labels: Sequence[str],
+    path: Path | str,
+    *,
+    x_label: str,
+    y_label: str,
+    title: str = "",
+) -> Path:
+    """One metric against one setting, a point per run, each labelled with its run's name.
+
+    Numbers on the x axis are joined by a line in their order; text values (a setting that is
+    not a number) get one tick each, in the order given.
+
+    Args:
+        xs: The setting's values, numbers or text.
+        ys: The metric's values, one per x.
+        labels: The runs' names, one per point.
+        path: The PNG file (its folder is created if needed).
+        x_label: Name of the x axis.
+        y_label: Name of the y axis.
+        title: The figure's title.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: The sequences are empty or of different lengths.
+    """
+    if not ys or len(xs) != len(ys) or len(labels) != len(ys):
+        raise ValueError(
+            f"plot_points: expected as many x values, y values and labels (at least one), "
+            f"got {len(xs)}, {len(ys)} and {len(labels)}"
+        )
+    categorical = any(isinstance(x, str) for x in xs)
+    positions = list(range(len(xs))) if categorical else [float(x) for x in xs]
+    fig = Figure(figsize=(8, 5))
+    ax = fig.add_subplot()
+    ax.plot(
+        positions, list(ys), color="tab:blue", marker="o", linestyle="-" if not categorical else ""
+    )
+    for x, y, label in zip(positions, ys, labels, strict=True):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.margins(x=0.15, y=0.15)  # room for the labels of the outer points
+    if categorical:
+        ax.set_xticks(positions, [str(x) for x in xs])
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title or f"{y_label} against {x_label}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, path)

@@ -17,6 +17,7 @@ import typer
 
 from ..errors import ConfigError, one_line
 from ._consoles import console
+from .compare import compare_cmd
 from .eval import eval_knn, eval_linear, probe_backbone
 from .run import HELP as RUN_HELP
 from .run import run_command, set_run_options
@@ -41,6 +42,7 @@ eval_app.command("knn")(eval_knn)
 eval_app.command("linear")(eval_linear)
 app.command("export")(export_cmd)
 app.command("plot")(plot_cmd)
+app.command("compare")(compare_cmd)
 app.command("synth")(synth_cmd)
 app.command("demo")(demo_cmd)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -66,10 +67,11 @@ def _eval_prelude(
 
 def _eval_config(
     run: Path, data: str | None, val_data: str | None, dataset: str | None, workers: int | None
-) -> Any:
+) -> tuple[Any, dict[str, Any]]:
+    """The run's config with the command line's data options, and its checkpoint."""
     from ..pretrained import load_run
 
-    cfg, _ = load_run(run)
+    cfg, state = load_run(run)
     changes: dict[str, Any] = {}
     for key, value in (
         ("data", data),
@@ -79,7 +81,60 @@ def _eval_config(
     ):
         if value is not None:
             changes[key] = value
-    return cfg.updated(changes, source="command line")
+    return cfg.updated(changes, source="command line"), state
+
+
+def _eval_datasets(cfg: Any, command: str) -> tuple[Any, Any]:
+    """The real training and validation splits an evaluation reads; a run trained on synthetic
+    images alone, without ``--data``, gets the hint to pass it."""
+    from ..data.pipeline import dataset_for
+
+    try:
+        return dataset_for(cfg, "train"), dataset_for(cfg, "val")
+    except ConfigError:
+        if cfg.data is None and cfg.synthetic_data is not None:
+            raise ConfigError(
+                f"--data: the run trained on synthetic images only (--synthetic-data "
+                f"{cfg.synthetic_data}) and names no real images to evaluate on; pass them: "
+                f"syn2co-train eval {command} RUN --data REAL_TRAIN_DIR (and --val-data "
+                "REAL_VAL_DIR where the dataset has one)"
+            ) from None
+        raise
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
+def _provenance(
+    run: Path,
+    cfg: Any,
+    state: dict[str, Any],
+    *,
+    branch: str,
+    seed: int,
+    split_sizes: dict[str, int],
+    device: Any,
+) -> dict[str, Any]:
+    """What an evaluation's JSON says about what was evaluated, on what, when and with what."""
+    import syn2co
+
+    from ..checkpoint import find_checkpoint
+
+    return {
+        "run": str(run_directory(run).resolve()),
+        "checkpoint": str(find_checkpoint(run).resolve()),
+        "step": int(state["step"]),
+        "branch": branch,
+        "dataset": cfg.dataset,
+        "data": _absolute(cfg.data),
+        "val_data": _absolute(cfg.val_data),
+        "split_sizes": split_sizes,
+        "seed": seed,
+        "device": str(device),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "syn2co_version": syn2co.__version__,
+    }
 
 
 def _save_json(path: Path, payload: dict[str, Any]) -> None:
@@ -89,21 +144,94 @@ def _save_json(path: Path, payload: dict[str, Any]) -> None:
     write_atomic(path, lambda f: f.write(text.encode()), sync_dir=False)
 
 
+def _settings(presets: dict[str, Any], protocol: str, flags: dict[str, str], **given: Any) -> Any:
+    """The protocol's settings, the options given replacing single values (errors name the
+    option, and the protocol when the bad value is its own)."""
+    changes = {name: value for name, value in given.items() if value is not None}
+    try:
+        return dataclasses.replace(presets[protocol], **changes)
+    except (TypeError, ValueError) as e:
+        name, _, problem = str(e).partition(": ")
+        field = {"k": "ks"}.get(name, name)
+        option = flags.get(field, flag(field))
+        if field not in changes:
+            problem += f" (the value of --protocol {protocol}; set {option})"
+        raise ConfigError(f"{option}: {problem}") from None
+
+
+def _knn_protocol_option() -> Any:
+    from ..evaluate.protocols import KNN_PROTOCOL_SUMMARIES
+
+    summaries = "; ".join(f"{name}: {text}" for name, text in KNN_PROTOCOL_SUMMARIES.items())
+    return typer.Option(
+        help=f"Which images, transform and k (the options below override single values). "
+        f"{summaries}."
+    )
+
+
+def _knn_option(name: str, text: str, *flags: str) -> Any:
+    """A kNN option whose help ends with each protocol's value of it (None: the protocol's)."""
+    from ..evaluate.protocols import KNN_PROTOCOLS
+
+    def shown(value: Any) -> str:
+        return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    values = ", ".join(
+        f"{protocol} {shown(getattr(settings, name))}"
+        for protocol, settings in KNN_PROTOCOLS.items()
+    )
+    return typer.Option(*flags, help=f"{text} ({values})", show_default=False)
+
+
 @exit_on_user_error
 def eval_knn(
     run: RunDir,
+    protocol: Annotated[Literal["full", "synco-v2"], _knn_protocol_option()] = "full",
     k: Annotated[
         list[int] | None,
-        typer.Option(
-            "--k", help="Neighbours; repeat for several [default: 10 20 100 200, SynCo v2's]."
+        _knn_option("ks", "Neighbours; repeat for several.", "--k"),
+    ] = None,
+    temperature: Annotated[
+        float | None, _knn_option("temperature", "Weighting temperature.")
+    ] = None,
+    train_transform: Annotated[
+        Literal["eval", "augmented"] | None,
+        _knn_option(
+            "train_transform",
+            "The training images' transform: eval (resize, center crop) or augmented (one "
+            "random resized crop and flip each, seeded by --seed).",
         ),
     ] = None,
-    temperature: Annotated[float, typer.Option(help="Weighting temperature.")] = 0.07,
+    interpolation: Annotated[
+        Literal["bicubic", "bilinear"] | None,
+        _knn_option("interpolation", "Interpolation of every resize."),
+    ] = None,
+    shards: Annotated[
+        int | None,
+        _knn_option(
+            "shards",
+            "Processes the official script spread the images over; rank 0's share is "
+            "evaluated: a DistributedSampler shard of the training set and every N-th "
+            "validation image (1: all).",
+        ),
+    ] = None,
+    drop_last: Annotated[
+        bool | None,
+        _knn_option(
+            "drop_last",
+            "Cut the training shard to whole batches of --batch-size.",
+            "--drop-last/--no-drop-last",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        _knn_option("batch_size", "Feature-extraction batch size (per shard)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the augmented training crops.")] = 0,
     branch: Branch = "online",
     data: Annotated[str | None, typer.Option(help="Override the run's --data.")] = None,
     val_data: Annotated[str | None, typer.Option(help="Override the run's --val-data.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Override the run's --dataset.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Feature-extraction batch size.")] = 256,
     workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
     device: Device = "auto",
     baseline: Annotated[
@@ -112,36 +240,77 @@ def eval_knn(
     log_every: LogEvery = 50,
     out: Annotated[Path | None, typer.Option(help="JSON file (default RUN/eval_knn.json).")] = None,
 ) -> None:
-    """Weighted kNN (cosine, temperature-weighted votes) on the run's train/val split."""
-    from ..evaluate.protocols import KNN_KS
+    """Weighted kNN (cosine, temperature-weighted votes) of the run's val split against its
+    train split, over the whole splits or as SynCo v2 measured it (--protocol synco-v2)."""
+    from ..evaluate.protocols import KNN_PROTOCOLS
 
-    ks = tuple(dict.fromkeys(k)) if k else KNN_KS
-    for kk in ks:
-        _check_option("--k", kk, minimum=1)
-    _check_option("--temperature", temperature)
-    _check_option("--batch-size", batch_size, minimum=1)
+    settings = _settings(
+        KNN_PROTOCOLS,
+        protocol,
+        {"ks": "--k"},
+        ks=tuple(dict.fromkeys(k)) if k else None,
+        temperature=temperature,
+        train_transform=train_transform,
+        interpolation=interpolation,
+        shards=shards,
+        drop_last=drop_last,
+        batch_size=batch_size,
+    )
+    _check_option("--seed", seed, minimum=0)
     dev, path = _eval_prelude(
         run, out, "eval_knn.json", "the kNN results", workers, log_every, device
     )
 
-    from ..data.pipeline import eval_loader
-    from ..evaluate import knn_probe
+    from ..data.pipeline import evaluation_transform, image_loader, probe_train_transform
+    from ..evaluate import knn_probe, knn_shards
     from ..pretrained import load_backbone, random_backbone
 
-    cfg = _eval_config(run, data, val_data, dataset, workers)
-    train_loader, val_loader = (
-        eval_loader(cfg, "train", batch_size=batch_size),
-        eval_loader(cfg, "val", batch_size=batch_size),
+    cfg, state = _eval_config(run, data, val_data, dataset, workers)
+    train_set, val_set = _eval_datasets(cfg, "knn")
+    train_idx, val_idx = (
+        knn_shards(len(train_set), len(val_set), settings) if settings.sharded else (None, None)
     )
-    num_classes = train_loader.dataset.base.num_classes  # type: ignore[attr-defined]
-    num_train = len(train_loader.dataset)  # type: ignore[arg-type]
+    num_train = len(train_set) if train_idx is None else len(train_idx)
+    num_val = len(val_set) if val_idx is None else len(val_idx)
+    if num_train == 0:
+        raise ConfigError(
+            f"--batch-size: rank 0's training shard at --shards {settings.shards} holds no "
+            f"whole batch of {settings.batch_size} (of {len(train_set)} training images; the "
+            "last incomplete batch is dropped): lower --batch-size or --shards, or pass "
+            "--no-drop-last"
+        )
+    if num_val == 0:
+        raise ConfigError(
+            f"--shards: rank 0's share of the {len(val_set)} validation images is empty"
+        )
+    ks = settings.ks
     if max(ks) > num_train:
         console.print(
             f"[yellow]warning:[/] k > {num_train} training images: using k={num_train} for "
             f"{', '.join(str(x) for x in ks if x > num_train)}",
             soft_wrap=True,
         )
-        ks = tuple(dict.fromkeys(min(x, num_train) for x in ks))
+        settings = dataclasses.replace(
+            settings, ks=tuple(dict.fromkeys(min(x, num_train) for x in ks))
+        )
+    augmented = settings.train_transform == "augmented"
+    train_loader = image_loader(
+        train_set,
+        probe_train_transform(cfg.img_size, settings.interpolation)
+        if augmented
+        else evaluation_transform(cfg.img_size, settings.interpolation),
+        batch_size=settings.batch_size,
+        workers=cfg.workers,
+        indices=train_idx,
+        seed=seed if augmented else None,
+    )
+    val_loader = image_loader(
+        val_set,
+        evaluation_transform(cfg.img_size, settings.interpolation),
+        batch_size=settings.batch_size,
+        workers=cfg.workers,
+        indices=val_idx,
+    )
     backbone, _ = load_backbone(run, branch)
     candidates = {"pretrained": backbone}
     if baseline:
@@ -153,39 +322,37 @@ def eval_knn(
                 net.to(dev),
                 train_loader,
                 val_loader,
-                num_classes=num_classes,
+                num_classes=train_set.num_classes,
                 device=dev,
-                ks=ks,
-                temperature=temperature,
+                ks=settings.ks,
+                temperature=settings.temperature,
                 progress=progress,
             )
-    table = Table(title=f"kNN top-1 (%) on {cfg.dataset} val, T={temperature}")
+    table = Table(title=f"kNN top-1 (%) on {cfg.dataset} val, {protocol}, T={settings.temperature}")
     table.add_column("backbone")
-    for kk in ks:
+    for kk in settings.ks:
         table.add_column(f"k={kk}", justify="right")
     for name, res in results.items():
-        table.add_row(name, *(f"{res.top1[kk]:.2f}" for kk in ks))
+        table.add_row(name, *(f"{res.top1[kk]:.2f}" for kk in settings.ks))
     out_console.print(table)
-    _save_json(
-        path,
-        {name: r.to_dict() for name, r in results.items()} | {"branch": branch, "run": str(run)},
+    share = f"rank 0 of {settings.shards} shards: " if settings.shards > 1 else ""
+    out_console.print(
+        f"{share}{num_train} of {len(train_set)} training images ({settings.train_transform} "
+        f"transform), {num_val} of {len(val_set)} validation images",
+        soft_wrap=True,
     )
+    record = {"evaluation": "knn", "protocol": protocol, "settings": dataclasses.asdict(settings)}
+    record |= _provenance(
+        run,
+        cfg,
+        state,
+        branch=branch,
+        seed=seed,
+        split_sizes={"train": len(train_set), "val": len(val_set)},
+        device=dev,
+    )
+    _save_json(path, record | {name: r.to_dict() for name, r in results.items()})
     console.print(f"saved {path}")
-
-
-def _probe_settings(protocol: str, **given: Any) -> Any:
-    """The protocol's probe settings, the options given replacing single values (errors name
-    the option, and the protocol when the bad value is its own)."""
-    from ..evaluate.protocols import LINEAR_PROTOCOLS
-
-    changes = {name: value for name, value in given.items() if value is not None}
-    try:
-        return dataclasses.replace(LINEAR_PROTOCOLS[protocol], **changes)
-    except (TypeError, ValueError) as e:
-        name, _, problem = str(e).partition(": ")
-        if name not in changes:
-            problem += f" (the value of --protocol {protocol}; set {flag(name)})"
-        raise ConfigError(f"{flag(name)}: {problem}") from None
 
 
 def _probe_option(name: str, text: str, *flags: str) -> Any:
@@ -214,7 +381,7 @@ def _protocol_option() -> Any:
 def eval_linear(
     run: RunDir,
     protocol: Annotated[
-        Literal["fast", "synco-v2", "mocov3"],
+        Literal["fast", "synco-v2", "mocov3", "mocov2"],
         _protocol_option(),
     ] = "fast",
     mode: Annotated[
@@ -261,10 +428,23 @@ def eval_linear(
         _probe_option("min_lr_fraction", "lr the cosine ends at, as a fraction of the peak."),
     ] = None,
     schedule: Annotated[
-        Literal["step", "epoch"] | None,
+        Literal["step", "epoch", "multistep"] | None,
         _probe_option(
-            "schedule", "step: cosine over the steps; epoch: the cosine of the epoch (no warmup)."
+            "schedule",
+            "step: cosine over the steps; epoch: the cosine of the epoch (no warmup); "
+            "multistep: x --lr-decay at each --lr-milestones epoch.",
         ),
+    ] = None,
+    lr_milestones: Annotated[
+        list[int] | None,
+        _probe_option(
+            "lr_milestones",
+            "Epochs at which the multistep schedule multiplies the lr by --lr-decay; repeat "
+            "for several.",
+        ),
+    ] = None,
+    lr_decay: Annotated[
+        float | None, _probe_option("lr_decay", "The multistep schedule's factor.")
     ] = None,
     batchnorm: Annotated[
         bool | None,
@@ -304,6 +484,12 @@ def eval_linear(
             "drop_path", "Rebuild the backbone with this drop-path rate (None: as trained)."
         ),
     ] = None,
+    interpolation: Annotated[
+        Literal["bicubic", "bilinear"] | None,
+        _probe_option(
+            "interpolation", "Interpolation of every resize (random crops, validation resize)."
+        ),
+    ] = None,
     branch: Branch = "online",
     data: Annotated[str | None, typer.Option(help="Override the run's --data.")] = None,
     val_data: Annotated[str | None, typer.Option(help="Override the run's --val-data.")] = None,
@@ -317,8 +503,12 @@ def eval_linear(
     ] = None,
 ) -> None:
     """Linear probe on the frozen backbone (the backbone's weights are checked unchanged)."""
-    settings = _probe_settings(
+    from ..evaluate.protocols import LINEAR_PROTOCOLS
+
+    settings = _settings(
+        LINEAR_PROTOCOLS,
         protocol,
+        {},
         mode=mode,
         epochs=epochs,
         batch_size=batch_size,
@@ -331,30 +521,44 @@ def eval_linear(
         warmup_lr_fraction=warmup_lr_fraction,
         min_lr_fraction=min_lr_fraction,
         schedule=schedule,
+        lr_milestones=tuple(lr_milestones) if lr_milestones else None,
+        lr_decay=lr_decay,
         batchnorm=batchnorm,
         label_smoothing=label_smoothing,
         clip_grad=clip_grad,
         head_init=head_init,
         backbone_mode=backbone_mode,
         drop_path=drop_path,
+        interpolation=interpolation,
     )
     _check_option("--seed", seed, minimum=0)
     dev, path = _eval_prelude(
         run, out, "eval_linear.json", "the probe's results", workers, log_every, device
     )
 
-    from ..data.pipeline import eval_loader, linear_train_loader
+    from ..data.pipeline import evaluation_transform, image_loader, linear_train_loader
     from ..evaluate import linear_probe
     from ..evaluate.protocols import for_arch
 
-    cfg = _eval_config(run, data, val_data, dataset, workers)
+    cfg, state = _eval_config(run, data, val_data, dataset, workers)
     settings = for_arch(settings, cfg.arch)
+    train_set, val_set = _eval_datasets(cfg, "linear")
     batch = settings.batch_size or 256  # what the probe resolves None to, in either mode
-    val_loader = eval_loader(cfg, "val", batch_size=batch)
-    train_loader = linear_train_loader(
-        cfg, batch_size=batch, augmented=settings.mode == "augmented", seed=seed
+    val_loader = image_loader(
+        val_set,
+        evaluation_transform(cfg.img_size, settings.interpolation),
+        batch_size=batch,
+        workers=cfg.workers,
     )
-    num_classes = val_loader.dataset.base.num_classes  # type: ignore[attr-defined]
+    train_loader = linear_train_loader(
+        cfg,
+        batch_size=batch,
+        augmented=settings.mode == "augmented",
+        seed=seed,
+        interpolation=settings.interpolation,
+        dataset=train_set,
+    )
+    num_classes = train_set.num_classes
     backbone, _ = probe_backbone(run, branch, settings.drop_path)
     with EvalProgress(console, "linear", log_every) as progress:
         result = linear_probe(
@@ -380,7 +584,17 @@ def eval_linear(
     console.print(
         f"backbone unchanged: {result.backbone_unchanged} (sha256 {result.fingerprint_after[:12]})"
     )
-    _save_json(path, result.to_dict() | {"branch": branch, "run": str(run), "protocol": protocol})
+    record = result.to_dict() | {"protocol": protocol}
+    record |= _provenance(
+        run,
+        cfg,
+        state,
+        branch=branch,
+        seed=seed,
+        split_sizes={"train": len(train_set), "val": len(val_set)},
+        device=dev,
+    )
+    _save_json(path, record)
     console.print(f"saved {path}")
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from rich.console import Console
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from syn2co.samplers import MixedDataset, MixedSourceBatchSampler, RatioSchedule
 
@@ -37,6 +37,7 @@ from .transforms import (
     TwoViewTransform,
     collate_eval,
     collate_two_views,
+    eval_resize_side,
     eval_transform,
 )
 
@@ -259,31 +260,54 @@ def _size(dataset: Any) -> int:
     return len(dataset)
 
 
-def eval_loader(
-    cfg: TrainConfig, split: str, *, batch_size: int = 256, workers: int | None = None
-) -> DataLoader[Any]:
-    """Deterministic (resize, center crop, normalise) batches of one split, in order."""
-    dataset = EvalDataset(dataset_for(cfg, split), eval_transform(cfg.img_size))
-    n_workers = cfg.workers if workers is None else workers
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=n_workers,
-        collate_fn=collate_eval,
-        pin_memory=torch.cuda.is_available(),
+Interpolation = Literal["bicubic", "bilinear"]
+"""How an evaluation resizes its images: bicubic (the trainer's evaluation transform) or
+bilinear (torchvision's default, which the official probes use)."""
+
+
+def _interpolation_mode(interpolation: Interpolation) -> Any:
+    from torchvision.transforms import v2
+
+    modes = {"bicubic": v2.InterpolationMode.BICUBIC, "bilinear": v2.InterpolationMode.BILINEAR}
+    if interpolation not in modes:
+        raise ValueError(f"interpolation: expected bicubic or bilinear, got {interpolation!r}")
+    return modes[interpolation]
+
+
+def evaluation_transform(img_size: int, interpolation: Interpolation = "bicubic") -> Any:
+    """The evaluation transform (resize the shorter side, center crop ``S x S``, normalise;
+    :func:`~reference_trainer.data.eval_transform`) with the given interpolation."""
+    from torchvision.transforms import v2
+
+    mode = _interpolation_mode(interpolation)
+    if interpolation == "bicubic":
+        return eval_transform(img_size)
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(eval_resize_side(img_size), interpolation=mode, antialias=True),
+            v2.CenterCrop(img_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)),
+        ]
     )
 
 
-def probe_train_transform(img_size: int) -> Any:
-    """Random resized crop and flip for an augmented linear probe (MoBY / MoCo v3 recipe)."""
+def probe_train_transform(img_size: int, interpolation: Interpolation = "bilinear") -> Any:
+    """Random resized crop and flip, as the official probes' training transform (MoBY / SynCo
+    v2, MoCo v2 and v3) and SynCo v2's kNN read the training images."""
     from torchvision.transforms import v2
 
     scale_min = AugmentationConfig.for_size(img_size).crop_scale[0]
     return v2.Compose(
         [
             v2.ToImage(),
-            v2.RandomResizedCrop(img_size, scale=(scale_min, 1.0), antialias=True),
+            v2.RandomResizedCrop(
+                img_size,
+                scale=(scale_min, 1.0),
+                interpolation=_interpolation_mode(interpolation),
+                antialias=True,
+            ),
             v2.RandomHorizontalFlip(),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)),
@@ -291,18 +315,101 @@ def probe_train_transform(img_size: int) -> Any:
     )
 
 
-def linear_train_loader(
-    cfg: TrainConfig, *, batch_size: int, augmented: bool, seed: int
+class SeededEvalDataset(EvalDataset):
+    """:class:`~reference_trainer.data.transforms.EvalDataset` whose random transform draws
+    from a stream seeded by (seed, index): the same crops whatever the workers, and the
+    training process's own random state untouched."""
+
+    def __init__(self, base: Dataset[Any], transform: Any, seed: int) -> None:
+        super().__init__(base, transform)
+        self.seed = seed
+
+    def __getitem__(self, index: int) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hashed_seed(self.seed, index))
+            return super().__getitem__(index)
+
+
+def image_loader(
+    dataset: Dataset[Any],
+    transform: Any,
+    *,
+    batch_size: int,
+    workers: int,
+    indices: list[int] | None = None,
+    seed: int | None = None,
+    shuffle: bool = False,
 ) -> DataLoader[Any]:
-    """Training batches for the linear probe: fixed views (cached mode) or augmented ones."""
-    transform = probe_train_transform(cfg.img_size) if augmented else eval_transform(cfg.img_size)
+    """Batches (:class:`~reference_trainer.data.transforms.EvalBatch`) of ``dataset``'s images
+    through ``transform``: all of them, or those at ``indices`` in that order.
+
+    Args:
+        dataset: The images (a split of :func:`dataset_for`).
+        transform: Image -> tensor ``(3, S, S)``.
+        batch_size: Images per batch.
+        workers: DataLoader workers.
+        indices: The images to read, in order; None for all.
+        seed: With ``shuffle``, the seed of the order; without it, the seed of a random
+            transform's draws, per image (:class:`SeededEvalDataset`); None for neither.
+        shuffle: A new order every pass (the linear probe's augmented epochs).
+    """
+    base: Dataset[Any] = dataset if indices is None else Subset(dataset, indices)
+    items = (
+        SeededEvalDataset(base, transform, seed)
+        if seed is not None and not shuffle
+        else EvalDataset(base, transform)
+    )
     return DataLoader(
-        EvalDataset(dataset_for(cfg, "train"), transform),
+        items,
         batch_size=batch_size,
-        shuffle=augmented,
-        generator=torch.Generator().manual_seed(seed),
-        num_workers=cfg.workers,
+        shuffle=shuffle,
+        generator=torch.Generator().manual_seed(seed or 0) if shuffle else None,
+        num_workers=workers,
         collate_fn=collate_eval,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=augmented and cfg.workers > 0,
+        persistent_workers=shuffle and workers > 0,
+    )
+
+
+def eval_loader(
+    cfg: TrainConfig,
+    split: str,
+    *,
+    batch_size: int = 256,
+    workers: int | None = None,
+    interpolation: Interpolation = "bicubic",
+) -> DataLoader[Any]:
+    """Deterministic (resize, center crop, normalise) batches of one split, in order."""
+    return image_loader(
+        dataset_for(cfg, split),
+        evaluation_transform(cfg.img_size, interpolation),
+        batch_size=batch_size,
+        workers=cfg.workers if workers is None else workers,
+    )
+
+
+def linear_train_loader(
+    cfg: TrainConfig,
+    *,
+    batch_size: int,
+    augmented: bool,
+    seed: int,
+    interpolation: Interpolation = "bicubic",
+    dataset: Dataset[Any] | None = None,
+) -> DataLoader[Any]:
+    """Training batches for the linear probe: fixed views (cached mode) or augmented ones
+    (random resized crops and flips, shuffled every epoch), resized with ``interpolation``;
+    ``dataset`` is the training split when already built."""
+    transform = (
+        probe_train_transform(cfg.img_size, interpolation)
+        if augmented
+        else evaluation_transform(cfg.img_size, interpolation)
+    )
+    return image_loader(
+        dataset if dataset is not None else dataset_for(cfg, "train"),
+        transform,
+        batch_size=batch_size,
+        workers=cfg.workers,
+        seed=seed if augmented else None,
+        shuffle=augmented,
     )

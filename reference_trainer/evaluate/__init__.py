@@ -9,11 +9,13 @@ of the backbone before and after (:func:`fingerprint`) and raises if anything ch
   ``(N, D)`` feature matrix and ``(N,)`` labels.
 * :mod:`~reference_trainer.evaluate.knn`: :func:`knn_predict` / :func:`knn_classify` /
   :func:`knn_accuracy` / :func:`knn_evaluate` are the weighted kNN classifier of InstDisc, MoCo
-  and DINO on precomputed features; :func:`knn_probe` runs it from a backbone and two loaders.
+  and DINO on precomputed features; :func:`knn_probe` runs it from a backbone and two loaders;
+  :class:`KnnSettings` is a kNN protocol and :func:`knn_shards` the images one rank of a
+  multi-GPU evaluation reads.
 * :mod:`~reference_trainer.evaluate.linear`: :func:`linear_probe` trains a linear classifier on
   the frozen backbone with the hyperparameters of a :class:`LinearProbeSettings`.
-* :mod:`~reference_trainer.evaluate.protocols`: the published probes (and kNN's settings) by
-  name.
+* :mod:`~reference_trainer.evaluate.protocols`: the published probes and kNN protocols by
+  name, each value with its source.
 
 Long passes report their progress through an optional ``progress(stage, done, total)``
 callback (:data:`Progress`), called after every batch.
@@ -30,11 +32,21 @@ from __future__ import annotations
 
 from ._fingerprint import fingerprint
 from .features import Progress, extract_features
-from .knn import KnnResult, knn_accuracy, knn_classify, knn_evaluate, knn_predict, knn_probe
+from .knn import (
+    KnnResult,
+    KnnSettings,
+    knn_accuracy,
+    knn_classify,
+    knn_evaluate,
+    knn_predict,
+    knn_probe,
+    knn_shards,
+)
 from .linear import LinearProbeResult, LinearProbeSettings, ProbeStep, linear_probe
 
 __all__ = [
     "KnnResult",
+    "KnnSettings",
     "LinearProbeResult",
     "LinearProbeSettings",
     "ProbeStep",
@@ -46,5 +58,6 @@ __all__ = [
     "knn_evaluate",
     "knn_predict",
     "knn_probe",
+    "knn_shards",
     "linear_probe",
 ]

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._batches import embed, unpack_batch
+from ._modes import kept_modes
 
 __all__ = ["Progress", "extract_features"]
 
@@ -35,7 +36,9 @@ def extract_features(
 ) -> tuple[Tensor, Tensor]:
     """Features of every image of a loader, from the backbone in eval mode without gradient.
 
-    The backbone's train/eval mode is restored afterwards (also when an error interrupts).
+    The train/eval mode of the backbone and of each of its submodules is restored afterwards
+    (also when an error interrupts): a probe that keeps norm layers in eval mode inside a
+    backbone in train mode finds them so after the extraction.
 
     Args:
         backbone: Module on ``device`` mapping images ``(B, C, H, W)`` to features ``(B, D)``.
@@ -56,22 +59,18 @@ def extract_features(
         ValueError: The loader is empty or the backbone does not return ``(B, D)``.
     """
     device = torch.device(device)
-    was_training = backbone.training
     features: list[Tensor] = []
     labels: list[Tensor] = []
     total = len(loader) if isinstance(loader, Sized) else None
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            for done, batch in enumerate(loader, start=1):
-                images, y = unpack_batch(batch)
-                f = embed(backbone, images, device, amp_dtype)
-                features.append(F.normalize(f, dim=1) if normalize else f)
-                labels.append(y.to(device=device, dtype=torch.long))
-                if progress is not None:
-                    progress(stage, done, total)
-    finally:
-        backbone.train(was_training)
+    with kept_modes(backbone), torch.no_grad():
+        backbone.eval()
+        for done, batch in enumerate(loader, start=1):
+            images, y = unpack_batch(batch)
+            f = embed(backbone, images, device, amp_dtype)
+            features.append(F.normalize(f, dim=1) if normalize else f)
+            labels.append(y.to(device=device, dtype=torch.long))
+            if progress is not None:
+                progress(stage, done, total)
     if not features:
         raise ValueError("loader: expected at least one batch, got none")
     return torch.cat(features), torch.cat(labels)

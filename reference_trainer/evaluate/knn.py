@@ -2,30 +2,133 @@
 
 :func:`knn_predict` / :func:`knn_classify` / :func:`knn_accuracy` / :func:`knn_evaluate` work on
 precomputed features; :func:`knn_probe` extracts them from a backbone and two loaders first.
+:class:`KnnSettings` is a kNN protocol (which images, which transform, which ``k``) and
+:func:`knn_shards` the images one rank of a multi-GPU kNN evaluation classifies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import Dataset, DistributedSampler
 
-from syn2co._checks import check_int, check_number
+from syn2co._checks import check_choice, check_int, check_number
 
 from .features import Progress, extract_features
 
 __all__ = [
     "KnnResult",
+    "KnnSettings",
     "knn_accuracy",
     "knn_classify",
     "knn_evaluate",
     "knn_predict",
     "knn_probe",
+    "knn_shards",
 ]
+
+KnnTransform = Literal["eval", "augmented"]
+
+
+@dataclass(frozen=True)
+class KnnSettings:
+    """A kNN protocol: the classifier's settings and the images it reads.
+
+    The protocols by name are in :mod:`reference_trainer.evaluate.protocols` (``full``, the
+    default, and ``synco-v2``). :func:`knn_probe` takes its loaders as given: ``syn2co-train
+    eval knn`` builds them from these settings (:func:`knn_shards` for the images).
+
+    Attributes:
+        ks: Neighbour counts, each >= 1.
+        temperature: Weight temperature of the votes, > 0.
+        train_transform: The training images' transform: ``"eval"`` (resize, center crop) or
+            ``"augmented"`` (one random resized crop and flip per image, as SynCo v2's
+            ``eval_knn.py`` reads them).
+        interpolation: ``"bicubic"`` or ``"bilinear"``, for every resize of the images.
+        shards: The number of processes the protocol spreads the images over (the official
+            script's GPUs), >= 1; the evaluation runs the first one's share (rank 0's), as the
+            official script logs rank 0's number: a ``DistributedSampler`` shard of the
+            training set and every ``shards``-th validation image.
+        drop_last: Cut the training shard to whole batches of ``batch_size`` (the official
+            loader's ``drop_last``).
+        batch_size: Images per batch of feature extraction (per shard), >= 1.
+        shard_seed: The ``DistributedSampler`` seed that shuffles the training set before it
+            is sharded (epoch 0).
+
+    Raises:
+        ValueError: A value outside its range (the message names the attribute).
+        TypeError: A value of the wrong type.
+    """
+
+    ks: tuple[int, ...] = (10, 20, 100, 200)
+    temperature: float = 0.07
+    train_transform: KnnTransform = "eval"
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    shards: int = 1
+    drop_last: bool = False
+    batch_size: int = 256
+    shard_seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_ks(self.ks, None)
+        check_number("temperature", self.temperature, low=0.0, low_open=True)
+        check_choice("train_transform", self.train_transform, ("eval", "augmented"))
+        check_choice("interpolation", self.interpolation, ("bicubic", "bilinear"))
+        check_int("shards", self.shards, minimum=1)
+        if not isinstance(self.drop_last, bool):
+            raise TypeError(f"drop_last: expected a bool, got {self.drop_last!r}")
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("shard_seed", self.shard_seed, minimum=0)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the protocol reads a part of the images or reorders them (more than one
+        shard, or a training set cut to whole batches)."""
+        return self.shards > 1 or self.drop_last
+
+
+def knn_shards(
+    num_train: int, num_val: int, settings: KnnSettings, *, rank: int = 0
+) -> tuple[list[int], list[int]]:
+    """The training and validation images that rank ``rank`` of a ``settings.shards``-process
+    kNN evaluation classifies, as a multi-GPU script shards them.
+
+    Training: the indices a ``torch.utils.data.DistributedSampler`` gives that rank (the set
+    shuffled with ``settings.shard_seed`` at epoch 0, padded with its first indices to a
+    multiple of ``shards``, every ``shards``-th index from ``rank``), cut to whole batches of
+    ``settings.batch_size`` when ``settings.drop_last``. Validation: every ``shards``-th index
+    from ``rank``, in order.
+
+    Args:
+        num_train: Images in the training split.
+        num_val: Images in the validation split.
+        settings: The protocol.
+        rank: Which shard, in ``[0, shards)``.
+
+    Returns:
+        ``(train indices, val indices)``.
+    """
+    check_int("num_train", num_train, minimum=0)
+    check_int("num_val", num_val, minimum=0)
+    check_int("rank", rank, minimum=0)
+    if rank >= settings.shards:
+        raise ValueError(f"rank: expected a rank below shards={settings.shards}, got {rank}")
+    sampler: DistributedSampler[int] = DistributedSampler(
+        cast(Dataset[int], range(num_train)),  # the sampler reads only its length
+        num_replicas=settings.shards,
+        rank=rank,
+        shuffle=True,
+        seed=settings.shard_seed,
+    )
+    train = list(sampler) if num_train else []
+    if settings.drop_last:
+        train = train[: len(train) // settings.batch_size * settings.batch_size]
+    return train, list(range(rank, num_val, settings.shards))
 
 
 def _check_features(name: str, t: object, dim: int | None = None) -> Tensor:
@@ -59,12 +162,12 @@ def _check_labels(name: str, t: object, n: int, num_classes: int) -> Tensor:
     return t.long()
 
 
-def _check_ks(ks: object, n: int) -> tuple[int, ...]:
+def _check_ks(ks: object, n: int | None) -> tuple[int, ...]:
     if isinstance(ks, int) or not isinstance(ks, Sequence) or len(ks) == 0:
         raise TypeError(f"ks: expected a non-empty sequence of ints, got {ks!r}")
     out = tuple(check_int("k", k, minimum=1) for k in ks)
     for k in out:
-        if k > n:
+        if n is not None and k > n:
             raise ValueError(f"k: expected k <= {n} (the number of training samples), got {k}")
     return out
 
@@ -166,7 +269,7 @@ def knn_classify(
 
 
 def _percent_correct(pred: Tensor, target: Tensor) -> float:
-    return 100.0 * float((pred == target.to(pred.device)).float().mean())
+    return 100.0 * int((pred == target.to(pred.device)).sum()) / pred.numel()
 
 
 def knn_accuracy(

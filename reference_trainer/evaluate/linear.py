@@ -26,10 +26,12 @@ from ._classifier import (
     total_grad_norm,
 )
 from ._fingerprint import fingerprint
+from ._modes import kept_modes, set_probe_mode
 from .features import Progress, extract_features
 
 __all__ = [
     "BackboneMode",
+    "Interpolation",
     "LinearProbeResult",
     "LinearProbeSettings",
     "ProbeMode",
@@ -39,8 +41,9 @@ __all__ = [
 ]
 
 ProbeMode = Literal["cached", "augmented"]
-ProbeSchedule = Literal["step", "epoch"]
+ProbeSchedule = Literal["step", "epoch", "multistep"]
 BackboneMode = Literal["eval", "train"]
+Interpolation = Literal["bicubic", "bilinear"]
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,13 @@ class LinearProbeSettings:
             and its first step already has ``peak / warmup_steps``, its last the peak.
         min_lr_fraction: Where the cosine ends, as a fraction of the peak, in [0, 1].
         schedule: ``"step"``: warmup, then a cosine over the optimizer steps; ``"epoch"``: the
-            cosine of the epoch, constant within it (MoCo v3's ``main_lincls.py``).
+            cosine of the epoch, constant within it (MoCo v3's ``main_lincls.py``);
+            ``"multistep"``: the peak, multiplied by ``lr_decay`` at each epoch of
+            ``lr_milestones`` (MoCo v2's ``main_lincls.py``).
+        lr_milestones: The epochs (from 0) at which the ``"multistep"`` schedule multiplies the
+            rate by ``lr_decay``, strictly increasing, each >= 1; milestones at or beyond
+            ``epochs`` are never reached. Other schedules ignore them.
+        lr_decay: The factor of each milestone, in (0, 1].
         label_smoothing: Label smoothing of the cross-entropy, in [0, 1].
         clip_grad: Clip the classifier's gradient norm to this, >= 0 (0: no clipping).
         head_init: The classifier's initial weights (bias 0): ``"normal"`` N(0, 0.01^2),
@@ -125,6 +134,11 @@ class LinearProbeSettings:
         drop_path: Stochastic depth the backbone is built with for the probe, in [0, 1); None
             keeps the trained backbone's. :func:`linear_probe` takes the backbone as given:
             ``syn2co-train eval linear`` rebuilds the run's backbone with this rate.
+        interpolation: How the probe's images are resized, ``"bicubic"`` (the trainer's
+            evaluation transform) or ``"bilinear"`` (torchvision's default, which every
+            official probe uses): in the validation transform's resize and in the random
+            resized crops. :func:`linear_probe` takes the loaders as given: ``syn2co-train eval
+            linear`` builds them with it.
 
     Raises:
         ValueError: A value outside its range (the message names the attribute).
@@ -149,6 +163,9 @@ class LinearProbeSettings:
     head_init: HeadInit = "normal"
     backbone_mode: BackboneMode = "eval"
     drop_path: float | None = None
+    lr_milestones: tuple[int, ...] = ()
+    lr_decay: float = 0.1
+    interpolation: Interpolation = "bicubic"
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, ("cached", "augmented"))
@@ -169,17 +186,23 @@ class LinearProbeSettings:
         if self.warmup_lr_fraction is not None:
             check_number("warmup_lr_fraction", self.warmup_lr_fraction, low=0.0, high=1.0)
         check_number("min_lr_fraction", self.min_lr_fraction, low=0.0, high=1.0)
-        check_choice("schedule", self.schedule, ("step", "epoch"))
-        if self.schedule == "epoch" and self.warmup_epochs > 0:
+        check_choice("schedule", self.schedule, ("step", "epoch", "multistep"))
+        if self.schedule != "step" and self.warmup_epochs > 0:
+            what = "per-epoch" if self.schedule == "epoch" else "multistep"
             raise ValueError(
-                f"warmup_epochs: the per-epoch schedule has no warmup, got {self.warmup_epochs}"
+                f"warmup_epochs: the {what} schedule has no warmup, got {self.warmup_epochs}"
             )
+        _check_milestones(self.lr_milestones)
+        check_number("lr_decay", self.lr_decay, low=0.0, low_open=True, high=1.0)
+        if self.schedule == "multistep" and not self.lr_milestones:
+            raise ValueError("lr_milestones: the multistep schedule needs at least one, got none")
         check_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
         check_number("clip_grad", self.clip_grad, low=0.0)
         check_choice("head_init", self.head_init, ("normal", "xavier", "trunc-normal", "backbone"))
         check_choice("backbone_mode", self.backbone_mode, ("eval", "train"))
         if self.drop_path is not None:
             check_number("drop_path", self.drop_path, low=0.0, high=1.0, high_open=True)
+        check_choice("interpolation", self.interpolation, ("bicubic", "bilinear"))
 
     def peak_lr(self, batch_size: int) -> float:
         """``base_lr * batch_size / lr_reference_batch``."""
@@ -191,9 +214,13 @@ class LinearProbeSettings:
         Per step: the linear warmup (see ``warmup_lr_fraction``), then a cosine from the peak
         to ``min_lr_fraction x peak`` at step ``epochs * steps_per_epoch``
         (:func:`syn2co.schedules.cosine_schedule`). Per epoch: the cosine of epoch
-        ``step // steps_per_epoch`` over ``epochs``.
+        ``step // steps_per_epoch`` over ``epochs``. Multistep: the peak times ``lr_decay`` to
+        the number of milestones <= that epoch.
         """
         peak = self.peak_lr(batch_size)
+        if self.schedule == "multistep":
+            epoch = step // steps_per_epoch
+            return peak * self.lr_decay ** sum(epoch >= m for m in self.lr_milestones)
         end = peak * self.min_lr_fraction
         if self.schedule == "epoch":
             epoch = min(step // steps_per_epoch, self.epochs)
@@ -209,6 +236,15 @@ class LinearProbeSettings:
 def _check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name}: expected a bool, got {value!r}")
+
+
+def _check_milestones(milestones: object) -> None:
+    if not isinstance(milestones, tuple):
+        raise TypeError(f"lr_milestones: expected a tuple of ints, got {milestones!r}")
+    for m in milestones:
+        check_int("lr_milestones", m, minimum=1)
+    if list(milestones) != sorted(set(milestones)):
+        raise ValueError(f"lr_milestones: expected strictly increasing epochs, got {milestones}")
 
 
 @dataclass(frozen=True)
@@ -334,7 +370,8 @@ def linear_probe(
 
     The backbone is never updated: during the probe ``requires_grad`` is False on every
     parameter and it is in eval mode (or train mode with its running-statistics norm layers in
-    eval mode, for ``backbone_mode="train"``); its mode and flags are restored afterwards. Its
+    eval mode, for ``backbone_mode="train"``, also while features are extracted); the mode of
+    each of its modules and its flags are restored afterwards. Its
     :func:`fingerprint` is taken before and after.
 
     Args:
@@ -375,29 +412,28 @@ def linear_probe(
     settings = dataclasses.replace(settings, batch_size=_resolve_batch_size(settings, train_loader))
 
     flags = {name: p.requires_grad for name, p in backbone.named_parameters()}
-    was_training = backbone.training
     before = fingerprint(backbone)
-    try:
-        for p in backbone.parameters():
-            p.requires_grad_(False)
-        _set_mode(backbone, train=settings.backbone_mode == "train")
-        classifier, history, train_top1, train_top5, num_train, val = _train_probe(
-            backbone,
-            train_loader,
-            val_loader,
-            num_classes=num_classes,
-            device=device,
-            settings=settings,
-            seed=seed,
-            amp_dtype=amp_dtype,
-            on_epoch=on_epoch,
-            on_step=on_step,
-            progress=progress,
-        )
-    finally:
-        for name, p in backbone.named_parameters():
-            p.requires_grad_(flags[name])
-        backbone.train(was_training)
+    with kept_modes(backbone):
+        try:
+            for p in backbone.parameters():
+                p.requires_grad_(False)
+            set_probe_mode(backbone, train=settings.backbone_mode == "train")
+            classifier, history, train_top1, train_top5, num_train, val = _train_probe(
+                backbone,
+                train_loader,
+                val_loader,
+                num_classes=num_classes,
+                device=device,
+                settings=settings,
+                seed=seed,
+                amp_dtype=amp_dtype,
+                on_epoch=on_epoch,
+                on_step=on_step,
+                progress=progress,
+            )
+        finally:
+            for name, p in backbone.named_parameters():
+                p.requires_grad_(flags[name])
     after = fingerprint(backbone)
     if after != before:
         raise RuntimeError(
@@ -425,15 +461,6 @@ def linear_probe(
         history=history,
         classifier=classifier,
     )
-
-
-def _set_mode(backbone: nn.Module, *, train: bool) -> None:
-    """Eval mode, or train mode with the running-statistics norm layers kept in eval mode."""
-    backbone.train(train)
-    if train:
-        for module in backbone.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
 
 
 def _train_probe(

@@ -59,6 +59,11 @@ def one_line_error(output: str) -> str:
     return lines[0]
 
 
+def as_json(settings: Any) -> Any:
+    """Settings as their JSON record reads back (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(settings)))
+
+
 def cli_env() -> dict[str, str]:
     """This checkout's code first, for the subprocesses."""
     env = dict(os.environ)
@@ -111,6 +116,18 @@ BAD_OPTIONS = [
         "synco-v2; set --warmup-epochs)",
     ),
     (["eval", "linear", "{run}", "--seed", "-1"], "--seed: expected an int >= 0, got -1"),
+    (["eval", "linear", "{run}", "--lr-milestones", "0"], "--lr-milestones: expected an int >= 1"),
+    (["eval", "linear", "{run}", "--lr-decay", "0"], "--lr-decay: expected a number in (0.0, 1.0]"),
+    (
+        ["eval", "linear", "{run}", "--schedule", "multistep"],
+        "--lr-milestones: the multistep schedule needs at least one, got none",
+    ),
+    (
+        ["eval", "linear", "{run}", "--protocol", "mocov2", "--warmup-epochs", "1"],
+        "--warmup-epochs: the multistep schedule has no warmup, got 1.0",
+    ),
+    (["eval", "knn", "{run}", "--shards", "0"], "--shards: expected an int >= 1, got 0"),
+    (["eval", "knn", "{run}", "--seed", "-2"], "--seed: expected an int >= 0, got -2"),
     (["eval", "linear", "{run}", "--workers", "-2"], "--workers: expected an int >= 0, got -2"),
     (["eval", "linear", "{run}", "--device", "tpu:0"], "--device: expected auto, cpu, cuda"),
 ]
@@ -186,6 +203,9 @@ def test_probe_options_reach_the_probe(run_dir: Path, tmp_path: Path) -> None:
         "head_init": "normal",
         "backbone_mode": "eval",
         "drop_path": None,
+        "lr_milestones": [],
+        "lr_decay": 0.1,
+        "interpolation": "bicubic",
     }
     assert saved["lr"] == pytest.approx(0.3 * 32 / 64) and saved["batchnorm"] is False
     # 96 images in batches of 32: 3 steps per epoch, the warmup's 2 steps (round(1.5)) end at
@@ -225,7 +245,7 @@ def test_a_protocol_supplies_the_settings_and_each_option_overrides_one(
         drop_path=0.1,
         head_init="trunc-normal",  # "backbone" for timm's DeiT
     )
-    assert saved["protocol"] == "synco-v2" and saved["settings"] == dataclasses.asdict(expected)
+    assert saved["protocol"] == "synco-v2" and saved["settings"] == as_json(expected)
     # 96 images in batches of 32: 3 steps per epoch; the warmup (3 steps) rises from 0.25 x
     # peak, step 2 is 2/3 of the way; step 5 is 2/3 through the cosine over steps 3-5
     peak, end = 1.0 * 32 / 512, 0.1 * 1.0 * 32 / 512
@@ -237,7 +257,7 @@ def test_a_protocol_supplies_the_settings_and_each_option_overrides_one(
     assert mocov3.exit_code == 0, mocov3.output
     saved = json.loads(out.read_text())
     expected = dataclasses.replace(MOCOV3, epochs=2, batch_size=32, mode="cached")
-    assert saved["protocol"] == "mocov3" and saved["settings"] == dataclasses.asdict(expected)
+    assert saved["protocol"] == "mocov3" and saved["settings"] == as_json(expected)
     lr = 3.0 * 32 / 256  # the cosine of the epoch: the peak through epoch 1, half in epoch 2
     assert [h["lr"] for h in saved["history"]] == pytest.approx([lr, lr * 0.5])
 

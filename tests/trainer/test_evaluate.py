@@ -264,6 +264,49 @@ def test_extract_features_normalizes_and_restores_mode_on_error() -> None:
         extract_features(model, [], device="cpu")
 
 
+class NormNet(nn.Module):
+    """Conv, BatchNorm, dropout, pooled: a backbone whose BatchNorm would move in train mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 6, 1)
+        self.norm = nn.BatchNorm2d(6)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.norm(self.conv(x)).mean(dim=(2, 3)))  # type: ignore[no-any-return]
+
+
+def test_extract_features_restores_every_submodule_mode() -> None:
+    model = NormNet().train()
+    model.norm.eval()  # a probe's train mode: norm layers with running statistics in eval mode
+    x = torch.randn(8, 3, 4, 4) * 3 + 1
+    extract_features(model, [(x, torch.zeros(8, dtype=torch.long))], device="cpu")
+    assert model.training and model.drop.training and model.conv.training
+    assert not model.norm.training  # not switched back to train mode with its parent
+
+
+def test_probe_in_train_mode_keeps_batchnorm_statistics() -> None:
+    model = NormNet().eval()
+    before = fingerprint(model)
+    stats = model.norm.running_mean.clone()
+    norm_modes: list[bool] = []
+    model.norm.register_forward_pre_hook(lambda m, i: norm_modes.append(m.training))
+    drop_modes: list[bool] = []
+    model.drop.register_forward_pre_hook(lambda m, i: drop_modes.append(m.training))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 3, 4, 4, generator=g) * 3 + 1, torch.arange(16) % 2
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    settings = LinearProbeSettings(mode="augmented", epochs=2, backbone_mode="train")
+    result = linear_probe(model, loader, loader, num_classes=2, device="cpu", settings=settings)
+    assert result.backbone_unchanged and fingerprint(model) == before
+    assert torch.equal(model.norm.running_mean, stats)
+    assert norm_modes and not any(norm_modes)  # BatchNorm in eval mode through every pass
+    assert True in drop_modes  # dropout active while the probe trains
+    assert not model.training and not model.norm.training  # the modes given back
+
+
 # ----------------------------------------------------------------------------------------------
 # Fingerprint
 # ----------------------------------------------------------------------------------------------

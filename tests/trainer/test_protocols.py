@@ -22,6 +22,7 @@ from reference_trainer.evaluate.protocols import (
     FAST,
     KNN_KS,
     LINEAR_PROTOCOLS,
+    MOCOV2,
     MOCOV3,
     SYNCO_V2,
     for_arch,
@@ -132,8 +133,50 @@ def test_mocov3_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     assert drop_modes and not any(drop_modes)
 
 
+def test_mocov2_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    protocol = dataclasses.replace(MOCOV2, epochs=4, batch_size=BATCH, lr_milestones=(1, 3))
+    steps, groups, clips, _, drop_modes = run_probe(protocol, monkeypatch)
+    peak = 30.0 * BATCH / 256  # 4 steps per epoch: x0.1 from epoch 1, x0.01 from epoch 3
+    expected = [peak * {0: 1.0, 1: 0.1, 2: 0.1, 3: 0.01}[s // 4] for s in range(16)]
+    assert [g["lr"] for g in groups] == pytest.approx(expected, rel=1e-12)
+    for g in groups:
+        assert (g["momentum"], g["nesterov"], g["weight_decay"]) == (0.9, False, 0.0)
+    assert clips == []
+    for s in steps:
+        assert s.loss == pytest.approx(float(F.cross_entropy(s.logits, s.labels)), rel=1e-6)
+        assert not s.backbone_training
+    assert drop_modes and not any(drop_modes)
+
+
+def test_mocov2_values_follow_main_lincls() -> None:
+    assert (MOCOV2.epochs, MOCOV2.batch_size, MOCOV2.base_lr, MOCOV2.lr_reference_batch) == (
+        100,
+        256,
+        30.0,
+        256,
+    )
+    assert (MOCOV2.schedule, MOCOV2.lr_milestones, MOCOV2.lr_decay) == ("multistep", (60, 80), 0.1)
+    assert (MOCOV2.momentum, MOCOV2.nesterov, MOCOV2.weight_decay) == (0.9, False, 0.0)
+    assert (MOCOV2.mode, MOCOV2.backbone_mode, MOCOV2.head_init) == ("augmented", "eval", "normal")
+    assert not MOCOV2.batchnorm and MOCOV2.warmup_epochs == 0 and MOCOV2.clip_grad == 0
+    lrs = [MOCOV2.lr_at(epoch * 10, 10, 256) for epoch in (0, 59, 60, 79, 80, 99)]
+    assert lrs == pytest.approx([30.0, 30.0, 3.0, 3.0, 0.3, 0.3])
+    with pytest.raises(ValueError, match="lr_milestones: the multistep schedule needs at least"):
+        LinearProbeSettings(schedule="multistep")
+    with pytest.raises(ValueError, match="lr_milestones: expected strictly increasing"):
+        dataclasses.replace(MOCOV2, lr_milestones=(80, 60))
+    with pytest.raises(ValueError, match="warmup_epochs: the multistep schedule has no warmup"):
+        dataclasses.replace(MOCOV2, warmup_epochs=1)
+
+
+def test_official_probes_resize_bilinearly() -> None:
+    for protocol in (SYNCO_V2, MOCOV3, MOCOV2):
+        assert protocol.interpolation == "bilinear"  # torchvision's default in their transforms
+    assert FAST.interpolation == "bicubic"  # the trainer's evaluation transform
+
+
 def test_protocol_values_and_knn_defaults() -> None:
-    assert set(LINEAR_PROTOCOLS) == {"fast", "synco-v2", "mocov3"}
+    assert set(LINEAR_PROTOCOLS) == {"fast", "synco-v2", "mocov3", "mocov2"}
     assert (SYNCO_V2.epochs, SYNCO_V2.warmup_epochs, SYNCO_V2.base_lr) == (100, 5, 1.0)
     assert (SYNCO_V2.lr_reference_batch, SYNCO_V2.label_smoothing, SYNCO_V2.clip_grad) == (
         512,
