@@ -190,7 +190,10 @@ class RunPlan:
             total_how = f"default: 100 epochs x {self.steps_per_epoch} steps per epoch"
         spec_how = "none" if self.spec is None else f"{cfg.negatives}, {self.spec.total}/query"
         return {
-            "train_size": (self.train_size, "images per epoch (one pass over the training data)"),
+            "train_size": (
+                self.train_size,
+                "images per epoch: one pass over the sources the run draws from",
+            ),
             "steps_per_epoch": (self.steps_per_epoch, f"{self.train_size} // batch"),
             "total_steps": (self.total_steps, total_how),
             "lr": (self.lr, lr_how),
@@ -280,7 +283,7 @@ def command_line_layers(config_file: Path | None, flags: Mapping[str, Any]) -> l
         recipe = load_recipe(str(recipe_name))
         layers.append(
             Layer(
-                f"recipe {recipe.name}@{recipe.version}",
+                f"recipe {recipe.label}",
                 {**recipe.options, "recipe": str(recipe_name)},
                 recipe.sources,
             )
