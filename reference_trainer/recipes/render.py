@@ -35,7 +35,7 @@ DOCS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "trainer" / "reproduc
 
 def _value(value: Any) -> str:
     """A value as YAML writes it on one line (``null``, ``true``, ``0.0005``, ``byol``)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip()
+    text = str(yaml.safe_dump(value, default_flow_style=True, width=1_000_000)).strip()
     return text.removesuffix("...").strip()
 
 
