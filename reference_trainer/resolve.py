@@ -68,6 +68,7 @@ __all__ = [
     "requested",
     "resolve",
     "resolve_options",
+    "run_preset",
     "strategy_counts",
 ]
 
@@ -110,7 +111,8 @@ class ResolvedOptions:
         sources: For each option, the layer that set it (:data:`DEFAULT_SOURCE` if none did),
             with the layer's note when it has one.
         method: The method's class.
-        preset: The method's preset for this run.
+        preset: The method's preset for this run, with the options that replace its fields
+            applied (:func:`run_preset`).
     """
 
     config: TrainConfig
