@@ -223,6 +223,7 @@ def build_components(
             batch_fraction=cfg.generator_fraction,
             lr=cfg.generator_lr,
             temperature=settings.temperature,
+            pair_design=cfg.generator_pair_design,
             seed=cfg.seed,
             rank=rank,
         ).to(device)

@@ -37,13 +37,16 @@ from .errors import ConfigError, flag
 
 __all__ = [
     "ALTERNATIVE_FORMS",
+    "AUGMENTATION_NAMES",
     "RESUMABLE_OVERRIDES",
+    "AugmentationName",
     "EmaSchedule",
     "GeneratorMode",
     "LoaderKind",
     "Negatives",
     "NegativesPath",
     "OptimizerKind",
+    "PairDesign",
     "Precision",
     "RatioKind",
     "TrainConfig",
@@ -62,6 +65,12 @@ GeneratorMode = Literal["none", "hard-samples", "hard-pairs", "both"]
 OptimizerKind = Literal["adamw", "sgd", "lars"]
 EmaSchedule = Literal["cosine", "constant"]
 WeightDecayExclude = Literal["1d", "1d+no-weight-decay", "none"]
+AugmentationName = Literal["byol", "mocov2", "simclr", "simclr-cifar"]
+PairDesign = Literal["shared", "twin"]
+
+#: The named two-view augmentations (``--augmentation``), defined in
+#: :mod:`reference_trainer.data.transforms` (a test checks that the two agree).
+AUGMENTATION_NAMES: tuple[str, ...] = get_args(AugmentationName)
 
 
 def _opt(help: str, default: Any = None, **extra: Any) -> Any:
@@ -135,15 +144,34 @@ class TrainConfig:
         "decode and augmentation on the device) or auto (gpu on CUDA with nvJPEG).",
         "auto",
     )
+    augmentation: AugmentationName | None = _opt(
+        "The two-view augmentation: byol (BYOL's asymmetric pair: MoBY, MoCo v3, SynCo v2), "
+        "mocov2 (MoCo v2's aug-plus, the same for both views: MoCo v2, SynCo v1), simclr "
+        "(SimCLR's, strength 1 with blur) or simclr-cifar (SimCLR's CIFAR-10 setting: "
+        "strength 0.5, no blur); each view's parameters are listed by --dry-run (default: the "
+        "method's)."
+    )
     # --- schedule -----------------------------------------------------------------------------
     batch_size: int = _opt("Global batch size (all ranks together).", 64)
     epochs: float | None = _opt("Training length in epochs (or use --steps).")
     steps: int | None = _opt("Training length in optimizer steps (overrides --epochs).")
     lr: float | None = _opt(
-        "Peak learning rate; default: the method's base lr x batch / reference."
+        "Peak learning rate; default: --base-lr x batch / --lr-reference-batch."
+    )
+    base_lr: float | None = _opt(
+        "Peak learning rate at --lr-reference-batch images, scaled linearly with --batch-size "
+        "when --lr is not given (default: the method's, e.g. 1e-3 MoBY, 1.5e-4 MoCo v3)."
+    )
+    lr_reference_batch: int | None = _opt(
+        "The batch size --base-lr refers to (default: the method's, e.g. 512 MoBY, 256 MoCo "
+        "v3, SimCLR, MoCo v2)."
     )
     optimizer: OptimizerKind | None = _opt(
         "adamw, sgd (with momentum) or lars (SimCLR's LARS); default: the method's."
+    )
+    optimizer_momentum: float | None = _opt(
+        "Momentum of sgd and lars (default: the method's, 0.9); adamw keeps torch's betas "
+        "(0.9, 0.999)."
     )
     weight_decay: float | None = _opt(
         "Weight decay (default: the method's, e.g. 0.05 MoBY, 0.1 MoCo v3, 1e-4 MoCo v2)."
@@ -172,6 +200,10 @@ class TrainConfig:
     momentum: float | None = _opt(
         "EMA momentum of the target network at step 0 (default: the method's); it rises to 1 "
         "on a cosine, or stays constant for methods that say so (MoCo v2)."
+    )
+    ema_schedule: EmaSchedule | None = _opt(
+        "How the EMA momentum of the target moves: cosine (from --momentum to 1: BYOL, MoBY, "
+        "MoCo v3) or constant (MoCo v2) (default: the method's)."
     )
     # --- method -------------------------------------------------------------------------------
     temperature: float | None = _opt("Contrastive temperature tau (default: the method's).")
@@ -234,6 +266,12 @@ class TrainConfig:
     )
     generator_lr: float = _opt("AdamW learning rate of the generators.", 2e-4)
     generator_grid_every: int = _opt("Write a PNG grid of generated samples every N steps.", 500)
+    generator_pair_design: PairDesign = _opt(
+        "The hard positive pairs' generators: shared (one generator, two codes around a shared "
+        "base) or twin (a pair of generators, as Wu et al. describe, starting identical and "
+        "sharing the base code).",
+        "shared",
+    )
     generator_keys_enqueued: bool = _opt(
         "Enqueue the target keys of generated images into the queues (MoBY, MoCo v2) like real "
         "ones; off keeps the queues to real (and synthetic-set) images, so generated images are "
@@ -252,6 +290,11 @@ class TrainConfig:
     )
     num_heads: int | None = _opt(
         "Override the attention heads (Swin: of the first stage, doubling)."
+    )
+    zero_init_residual: bool | None = _opt(
+        "ResNets only: zero-initialise the last batch norm of every residual block (timm's "
+        "default, and SimCLR's code) or not (torchvision's default, as MoCo v2 and SynCo v1 "
+        "ran) (default: on)."
     )
     # --- engine -------------------------------------------------------------------------------
     out: str | None = _opt(

@@ -176,7 +176,13 @@ def create_backbone(cfg: TrainConfig, *, drop_path: float | None = None) -> nn.M
     rate = cfg.drop_path if drop_path is None else drop_path
     try:
         if is_resnet(name):
-            return create_resnet(name, kwargs, img_size=cfg.img_size, drop_path=rate or 0.0)
+            return create_resnet(
+                name,
+                kwargs,
+                img_size=cfg.img_size,
+                drop_path=rate or 0.0,
+                zero_init_residual=cfg.zero_init_residual,
+            )
         model = timm.create_model(
             name, pretrained=False, num_classes=0, drop_path_rate=rate or 0.0, **kwargs
         )

@@ -16,6 +16,9 @@ out; :func:`reference_trainer.pretrained.load_exported` runs them).
 Size overrides for tiny models: ``--depth`` sets the blocks of every stage (timm's ``layers``)
 and ``--embed-dim`` the width of the first stage, doubling per stage (timm's ``channels``).
 Patches, windows and heads do not exist in a ResNet; those options are refused.
+``--zero-init-residual`` chooses whether the last batch norm of each residual block starts at
+zero (timm's default and SimCLR's code) or at one (torchvision's default, which MoCo v2's and
+SynCo v1's code train from).
 """
 
 from __future__ import annotations
@@ -81,11 +84,30 @@ def apply_cifar_stem(model: nn.Module) -> nn.Module:
 
 
 def create_resnet(
-    name: str, kwargs: dict[str, Any], *, img_size: int, drop_path: float
+    name: str,
+    kwargs: dict[str, Any],
+    *,
+    img_size: int,
+    drop_path: float,
+    zero_init_residual: bool | None = None,
 ) -> nn.Module:
-    """A timm ResNet with pooled features, with the CIFAR stem at small sizes."""
+    """A timm ResNet with pooled features, with the CIFAR stem at small sizes.
+
+    Args:
+        name: The timm model name.
+        kwargs: Further ``timm.create_model`` arguments (:func:`resnet_kwargs`).
+        img_size: The image side (the CIFAR stem at :data:`CIFAR_STEM_MAX_SIZE` and below).
+        drop_path: Stochastic depth rate.
+        zero_init_residual: Zero-initialise the last batch norm of every residual block
+            (timm's ``zero_init_last``; None: timm's default, on). Off is torchvision's
+            default initialisation, otherwise the same (Kaiming normal convolutions, fan-out;
+            batch norms at weight 1, bias 0).
+    """
+    extra: dict[str, Any] = {}
+    if zero_init_residual is not None:
+        extra["zero_init_last"] = zero_init_residual
     model = timm.create_model(
-        name, pretrained=False, num_classes=0, drop_path_rate=drop_path, **kwargs
+        name, pretrained=False, num_classes=0, drop_path_rate=drop_path, **kwargs, **extra
     )
     if uses_cifar_stem(img_size):
         apply_cifar_stem(model)

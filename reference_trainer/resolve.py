@@ -23,6 +23,7 @@ resulting :class:`RunPlan`; ``syn2co-train run --dry-run`` prints it with its so
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,7 @@ from syn2co.schedules import ActiveWindow
 
 from .config import RESUMABLE_OVERRIDES, TrainConfig, load_config_file, merge_resume_config
 from .data.registry import DATASETS, dataset_names, get_dataset
+from .data.transforms import augmentation_config
 from .errors import ConfigError, flag
 from .methods import Method, MethodPreset, MethodSettings, get_method, method_names
 from .recipes import load_recipe
@@ -66,6 +68,7 @@ __all__ = [
     "requested",
     "resolve",
     "resolve_options",
+    "run_preset",
     "strategy_counts",
 ]
 
@@ -108,7 +111,8 @@ class ResolvedOptions:
         sources: For each option, the layer that set it (:data:`DEFAULT_SOURCE` if none did),
             with the layer's note when it has one.
         method: The method's class.
-        preset: The method's preset for this run.
+        preset: The method's preset for this run, with the options that replace its fields
+            applied (:func:`run_preset`).
     """
 
     config: TrainConfig
@@ -166,10 +170,12 @@ class RunPlan:
         cfg, preset = self.config, self.preset
         lr_how = self.sources["lr"]
         if lr_how == DEFAULT_SOURCE:
-            lr_how = (
-                f"method preset: {preset.base_lr:g} x batch {cfg.batch_size} / "
-                f"{preset.lr_reference_batch}"
-            )
+            scaled = f"{preset.base_lr:g} x batch {cfg.batch_size} / {preset.lr_reference_batch}"
+            base_how = self.sources.get("base_lr", DEFAULT_SOURCE)
+            if base_how.startswith("method preset"):
+                lr_how = f"method preset: {scaled}"
+            else:
+                lr_how = f"--base-lr x batch / --lr-reference-batch = {scaled}"
         if cfg.warmup_epochs is not None:
             warmup_how = f"--warmup-epochs {cfg.warmup_epochs:g} x {self.steps_per_epoch}"
         elif self.sources["warmup_steps"] != DEFAULT_SOURCE:
@@ -184,25 +190,26 @@ class RunPlan:
             total_how = f"--epochs {cfg.epochs:g} x {self.steps_per_epoch} steps per epoch"
         else:
             total_how = f"default: 100 epochs x {self.steps_per_epoch} steps per epoch"
-        window = self.window
-        end = "the end" if window.end is None else f"{window.end}"
         spec_how = "none" if self.spec is None else f"{cfg.negatives}, {self.spec.total}/query"
         return {
-            "train_size": (self.train_size, "images per epoch (one pass over the training data)"),
+            "train_size": (
+                self.train_size,
+                "images per epoch: one pass over the sources the run draws from",
+            ),
             "steps_per_epoch": (self.steps_per_epoch, f"{self.train_size} // batch"),
             "total_steps": (self.total_steps, total_how),
             "lr": (self.lr, lr_how),
             "warmup_steps": (self.warmup_steps, warmup_how),
             "warmup_lr": (self.warmup_lr, "lr x --warmup-lr-fraction"),
             "min_lr": (self.min_lr, "lr x --min-lr-fraction"),
-            "negatives_window": (
-                f"steps [{window.start}, {end})",
-                _window_how(cfg, window, self.steps_per_epoch),
+            "negatives_window": _window_how(
+                cfg, self.window, self.steps_per_epoch, self.total_steps, self.spec is not None
             ),
             "negatives_spec": (
                 None if self.spec is None else dict(self.spec.counts),
                 spec_how,
             ),
+            **_augmentation_how(cfg),
         }
 
 
@@ -222,13 +229,35 @@ def render_plan(plan: RunPlan) -> str:
     return "\n".join(lines)
 
 
-def _window_how(cfg: TrainConfig, window: ActiveWindow, steps_per_epoch: int) -> str:
+def _window_how(
+    cfg: TrainConfig, window: ActiveWindow, steps_per_epoch: int, total: int, active: bool
+) -> tuple[str, str]:
+    """The synthetic negatives' window in steps and in epochs, and where it comes from."""
+    end = window.end
+    steps = f"steps [{window.start}, {'the end' if end is None else end})"
     epochs = f"epochs [{window.start / steps_per_epoch:.2f}, " + (
-        "end)" if window.end is None else f"{window.end / steps_per_epoch:.2f})"
+        "the end)" if end is None else f"{end / steps_per_epoch:.2f})"
     )
+    if end is not None and end >= total:
+        epochs += f", beyond the run's {total} steps: active to the end"
     if cfg.negatives_as_run_gpus is not None:
-        return f"{epochs}, the official code's per-GPU epochs on {cfg.negatives_as_run_gpus} GPUs"
-    return epochs
+        how = f"the official code's per-GPU epochs on {cfg.negatives_as_run_gpus} GPUs"
+    elif cfg.negatives_start_epoch is not None or cfg.negatives_end_epoch is not None:
+        how = "--negatives-start-epoch/--negatives-end-epoch x steps per epoch"
+    else:
+        how = "--negatives-start/--negatives-end"
+    if not active:
+        how = "no synthetic negatives in this run"
+    return f"{steps} = {epochs}", how
+
+
+def _augmentation_how(cfg: TrainConfig) -> dict[str, tuple[Any, str]]:
+    """Each view's augmentation parameters at the run's image side."""
+    if cfg.augmentation is None:
+        return {}
+    aug = augmentation_config(cfg.augmentation, cfg.img_size)
+    source = f"--augmentation {cfg.augmentation} at {cfg.img_size} px"
+    return {f"augmentation_view{v + 1}": (aug.describe(v), source) for v in (0, 1)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,7 +285,7 @@ def command_line_layers(config_file: Path | None, flags: Mapping[str, Any]) -> l
         recipe = load_recipe(str(recipe_name))
         layers.append(
             Layer(
-                f"recipe {recipe.name}@{recipe.version}",
+                f"recipe {recipe.label}",
                 {**recipe.options, "recipe": str(recipe_name)},
                 recipe.sources,
             )
@@ -302,7 +331,12 @@ def preset_values(preset: MethodPreset, arch: str) -> dict[str, Any]:
     projection are transformer settings, off for ResNets."""
     resnet = is_resnet(arch)
     return {
+        "augmentation": preset.augmentation,
+        "base_lr": preset.base_lr,
+        "lr_reference_batch": preset.lr_reference_batch,
         "optimizer": preset.optimizer,
+        "optimizer_momentum": preset.optimizer_momentum,
+        "ema_schedule": preset.ema_schedule,
         "weight_decay": preset.weight_decay,
         "weight_decay_exclude": preset.weight_decay_exclude,
         "clip_grad": preset.clip_grad,
@@ -339,6 +373,7 @@ def resolve_options(
         sources |= {n: s for n, s in set_by.items() if n in RESUMABLE_OVERRIDES | {"resume"}}
         method = _method(cfg.method)
         preset = method.preset_for(cfg.img_size)
+        cfg = _fill_saved(cfg, preset)
     else:
         method = _method(given.method)
         preset = method.preset_for(given.img_size)
@@ -349,7 +384,43 @@ def resolve_options(
         sources |= dict.fromkeys(base.given(), preset_source)
         sources |= set_by
     validate(cfg, method, world_size=world_size)
-    return ResolvedOptions(cfg, sources, method, preset)
+    return ResolvedOptions(cfg, sources, method, run_preset(preset, cfg))
+
+
+#: What a checkpoint saved before an option existed ran with, for the options whose value
+#: then was not the method's preset.
+_BEFORE_THE_OPTION: Final[dict[str, Any]] = {"augmentation": "byol"}
+
+
+def _fill_saved(cfg: TrainConfig, preset: MethodPreset) -> TrainConfig:
+    """A resumed run's config with the options its checkpoint predates filled in: with what
+    the run used then (``byol`` for every method before ``--augmentation``), else the
+    preset's."""
+    values = preset_values(preset, cfg.arch)
+    missing = {
+        name: _BEFORE_THE_OPTION.get(name, values[name])
+        for name in values
+        if getattr(cfg, name) is None
+    }
+    return cfg.updated(missing, source="checkpoint") if missing else cfg
+
+
+def run_preset(preset: MethodPreset, cfg: TrainConfig) -> MethodPreset:
+    """The method's preset with the run's values of the options that replace its fields
+    (learning-rate reference, optimizer momentum, EMA schedule, augmentation), so that a
+    consumer reading the preset reads what the run uses."""
+    changes: dict[str, Any] = {
+        name: getattr(cfg, name)
+        for name in (
+            "base_lr",
+            "lr_reference_batch",
+            "optimizer_momentum",
+            "ema_schedule",
+            "augmentation",
+        )
+        if getattr(cfg, name) is not None
+    }
+    return dataclasses.replace(preset, **changes)
 
 
 def _method(name: str) -> type[Method]:
@@ -463,6 +534,23 @@ def validate(cfg: TrainConfig, method: type[Method], *, world_size: int = 1) -> 
         )
     strategy_counts(cfg)  # the names and counts of --strategy-counts
     _check_mixing(cfg)
+    _check_recipe_options(cfg)
+
+
+def _check_recipe_options(cfg: TrainConfig) -> None:
+    """The options that make a method's preset explicit (learning-rate reference, optimizer
+    momentum) and the ResNet initialisation."""
+    if cfg.base_lr is not None and cfg.base_lr <= 0:
+        raise ConfigError(f"--base-lr must be > 0, got {cfg.base_lr}")
+    if cfg.lr_reference_batch is not None and cfg.lr_reference_batch < 1:
+        raise ConfigError(f"--lr-reference-batch must be >= 1, got {cfg.lr_reference_batch}")
+    if cfg.optimizer_momentum is not None and not 0 <= cfg.optimizer_momentum < 1:
+        raise ConfigError(f"--optimizer-momentum must be in [0, 1), got {cfg.optimizer_momentum}")
+    if cfg.zero_init_residual is not None and not is_resnet(cfg.arch):
+        raise ConfigError(
+            f"--zero-init-residual: {cfg.arch} is not a ResNet (it has no residual batch "
+            "norms); leave the option out"
+        )
 
 
 def _check_resnet_options(cfg: TrainConfig) -> None:

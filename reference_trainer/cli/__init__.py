@@ -21,7 +21,7 @@ from .compare import compare_cmd
 from .eval import eval_knn, eval_linear, probe_backbone
 from .run import HELP as RUN_HELP
 from .run import run_command, set_run_options
-from .tools import demo_cmd, export_cmd, plot_cmd, recipes_cmd, synth_cmd
+from .tools import demo_cmd, export_cmd, plot_cmd, recipes_app, synth_cmd
 
 __all__ = ["app", "eval_app", "main", "probe_backbone"]
 
@@ -37,7 +37,7 @@ eval_app = typer.Typer(
 )
 app.add_typer(eval_app, name="eval")
 app.command("run", help=RUN_HELP)(run_command)
-app.command("recipes")(recipes_cmd)
+app.add_typer(recipes_app, name="recipes")
 eval_app.command("knn")(eval_knn)
 eval_app.command("linear")(eval_linear)
 app.command("export")(export_cmd)

@@ -1,4 +1,5 @@
-"""The commands around a run: ``recipes`` lists the shipped recipes, ``export`` and ``plot`` read
+"""The commands around a run: ``recipes`` lists the shipped recipes (``recipes show`` prints
+one with its sources), ``export`` and ``plot`` read
 a finished run, ``synth`` generates a synthetic image folder and ``demo`` runs the built-in
 example end to end."""
 
@@ -16,21 +17,63 @@ from ._consoles import console, out_console
 from ._error_boundary import exit_on_user_error
 from ._run_files import Branch, RunDir, check_run_exists, run_directory, writable
 
+recipes_app = typer.Typer(
+    help="The shipped recipes: list them (no command), or show one with its sources.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
 
-def recipes_cmd() -> None:
-    """List the shipped recipes (use one with: syn2co-train run --recipe NAME)."""
+
+@recipes_app.callback()
+def recipes_cmd(ctx: typer.Context) -> None:
+    """List the shipped recipes (use one with: syn2co-train run --recipe NAME[@VARIANT])."""
+    if ctx.invoked_subcommand is not None:
+        return
     from ..recipes import recipes
 
     shipped = recipes()
-    table = Table(title="recipes: syn2co-train run --recipe NAME (flags override its values)")
-    table.add_column("name", no_wrap=True, min_width=max(map(len, shipped)))
-    table.add_column("version and what", no_wrap=True, overflow="ellipsis")
+    rows = []
     for recipe in shipped.values():
         lacking = recipe.missing()
         needs = f"(needs {', '.join(lacking)}) " if lacking else ""
-        table.add_row(recipe.name, f"v{recipe.version} {needs}{recipe.summary}", style=None)
+        variants = "".join(f" [@{v}]" for v in recipe.variants)
+        rows.append((recipe.name, f"v{recipe.version}", f"{needs}{recipe.summary}{variants}"))
+    if not out_console.is_terminal:  # piped or redirected: every line in full
+        width = max(len(name) for name, _, _ in rows)
+        for name, version, what in rows:
+            out_console.print(
+                f"{name.ljust(width)}  {version}  {what}", soft_wrap=True, markup=False
+            )
+        return
+    table = Table(title="recipes: syn2co-train run --recipe NAME (flags override its values)")
+    table.add_column("name", no_wrap=True, min_width=max(map(len, shipped)))
+    table.add_column("version", no_wrap=True)
+    table.add_column("what [variants: --recipe NAME@VARIANT]", overflow="fold")
+    for row in rows:
+        table.add_row(*row, style=None)
     out_console.print(table)
-    out_console.print("values, sources and published numbers: docs/trainer/reproducing.md")
+    out_console.print(
+        "values, sources and departures: syn2co-train recipes show NAME "
+        "(docs/trainer/reproducing.md)"
+    )
+
+
+@recipes_app.command("show")
+@exit_on_user_error
+def recipes_show_cmd(
+    name: Annotated[
+        str,
+        typer.Argument(help="The recipe: NAME, NAME@VARIANT, NAME@VERSION.", show_default=False),
+    ],
+) -> None:
+    """Print a recipe as a config file: every option with its source, then its variants and
+    where it departs from the official code (syn2co-train run --config reads it back)."""
+    from ..recipes import load_recipe
+    from ..recipes.render import recipe_text
+
+    out_console.print(
+        recipe_text(load_recipe(name, require=False)), soft_wrap=True, markup=False, highlight=False
+    )
 
 
 @exit_on_user_error

@@ -1,11 +1,13 @@
-"""The BYOL / MoCo v3 two-view augmentation, batched on a device tensor.
+"""The two-view augmentation, batched on a device tensor.
 
 :class:`GpuTwoViewAugment` computes the same augmentation as
 :class:`~reference_trainer.data.transforms.TwoViewTransform` (random resized crop, horizontal
 flip, colour jitter with probability, grayscale, Gaussian blur, solarization, normalization,
-with the asymmetric per-view probabilities of :class:`AugmentationConfig`) for a whole batch at
-once, on the device that holds the images. Every sample gets its own random parameters; no
-pixel arithmetic loops over the batch.
+with the per-view probabilities of :class:`AugmentationConfig`: any named pipeline of
+:data:`~reference_trainer.data.transforms.AUGMENTATIONS`) for a whole batch at once, on the
+device that holds the images. The flip is folded into the crop; it commutes with every other
+operation, so a pipeline that flips last (``flip_last``) gives the same views. Every sample
+gets its own random parameters; no pixel arithmetic loops over the batch.
 
 **Random parameters.** :func:`sample_view_params` draws every parameter of a batch from an
 explicit CPU ``torch.Generator`` (one ``torch.rand((B, 36), dtype=float64)`` call per view,
@@ -698,7 +700,7 @@ def _subset(mask: Tensor, device: torch.device) -> Tensor | None:
 
 
 class GpuTwoViewAugment:
-    """The two-view BYOL augmentation of a batch, on the batch's device.
+    """The two-view augmentation of a batch, on the batch's device.
 
     Args:
         cfg: The augmentation parameters (``AugmentationConfig.for_size(cfg)`` for an int).

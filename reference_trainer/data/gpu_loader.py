@@ -32,7 +32,7 @@ changes the shards) changes the views; each rank's batch gets its own seed.
 Usage (how a training loop selects it with ``--loader gpu``, see :func:`resolve_loader`)::
 
     loader = raw_loader(dataset, StepSeededBatches(sampler, cfg.seed), workers=cfg.workers)
-    pipeline = GpuTwoViewPipeline(AugmentationConfig.for_size(cfg.img_size), device)
+    pipeline = GpuTwoViewPipeline(augmentation_config(cfg.augmentation, cfg.img_size), device)
     for batch in pipeline.iterate(loader):  # GpuTwoViewBatch on the device
         trainer.train_step(batch.view1, batch.view2, batch.sources)
 """

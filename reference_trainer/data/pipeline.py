@@ -35,6 +35,7 @@ from .transforms import (
     TwoViewDataset,
     TwoViewSample,
     TwoViewTransform,
+    augmentation_config,
     collate_eval,
     collate_two_views,
     eval_resize_side,
@@ -124,13 +125,47 @@ def dataset_for(cfg: TrainConfig, split: str) -> ImageDataset:
     )
 
 
+def drawn_sources(cfg: TrainConfig) -> tuple[bool, bool]:
+    """Whether a run draws real images and whether it draws synthetic ones, at any step.
+
+    Real images are drawn while the synthetic fraction is below 1 at some step, synthetic ones
+    while it is above 0 at some step (``--synthetic-fraction``, and ``--synthetic-fraction-end``
+    for a schedule); without ``--synthetic-data`` only real ones.
+    """
+    if cfg.synthetic_data is None:
+        return True, False
+    fractions = [cfg.synthetic_fraction]
+    if cfg.synthetic_schedule != "constant" and cfg.synthetic_fraction_end is not None:
+        fractions.append(cfg.synthetic_fraction_end)
+    return min(fractions) < 1.0, max(fractions) > 0.0
+
+
+def epoch_images(cfg: TrainConfig, *, real: int, synthetic: int) -> int:
+    """The images in one epoch: one pass over what the run trains on.
+
+    The sum of the sizes of the sources the run draws from (:func:`drawn_sources`): the real
+    set alone without synthetic images, the synthetic set alone with ``--synthetic-fraction
+    1.0`` (a ``--data`` given then serves evaluation only and does not lengthen the epoch), and
+    both in a mixed or scheduled run. In a mixed run each source is then seen once per epoch
+    when the synthetic fraction equals its share of the images; another fraction shows the
+    more heavily drawn source more than once per epoch (the smaller share is recycled).
+
+    Args:
+        cfg: The run's options.
+        real: Images in the real training set.
+        synthetic: Images in the synthetic set (0 without one).
+    """
+    uses_real, uses_synthetic = drawn_sources(cfg)
+    return (real if uses_real else 0) + (synthetic if uses_synthetic else 0)
+
+
 @dataclass
 class TrainData:
     """The training images (real, and synthetic when mixing), then the sampler and loader.
 
     With ``--synthetic-data`` every global batch holds the configured synthetic fraction
-    (``syn2co.samplers.MixedSourceBatchSampler``), items carry their source (0 real, 1
-    synthetic) and an epoch is (real + synthetic images) / global batch steps.
+    (``syn2co.samplers.MixedSourceBatchSampler``) and items carry their source (0 real, 1
+    synthetic). An epoch is :func:`epoch_images` divided by the global batch, in steps.
     """
 
     cfg: TrainConfig
@@ -150,7 +185,9 @@ class TrainData:
 
     @property
     def train_size(self) -> int:
-        return _size(self.real) + (0 if self.synthetic is None else _size(self.synthetic))
+        """Images in one epoch (:func:`epoch_images`)."""
+        synthetic = 0 if self.synthetic is None else _size(self.synthetic)
+        return epoch_images(self.cfg, real=_size(self.real), synthetic=synthetic)
 
     def configure(self, cfg: TrainConfig, *, total_steps: int, steps_per_epoch: int) -> None:
         """Build the sampler and the loader for a run of ``total_steps`` optimizer steps with
@@ -185,9 +222,10 @@ class TrainData:
         # The loader draws its workers' base seed at every new iterator: from its own stream,
         # never from the global one that drop-path uses (that would shift drop-path on resume).
         generator = torch_generator(stream_seed(cfg.seed, Stream.LOADER, self.rank))
+        augmentation = train_augmentation(cfg)
         if resolve_loader(cfg.loader, self.device) == "gpu":
             # Workers read bytes; decoding and the two views happen in batches on the device.
-            self.gpu = GpuTwoViewPipeline(AugmentationConfig.for_size(cfg.img_size), self.device)
+            self.gpu = GpuTwoViewPipeline(augmentation, self.device)
             self.loader = raw_loader(
                 dataset,
                 batches,
@@ -197,7 +235,7 @@ class TrainData:
                 worker_init_fn=ignore_stop_signals,
             )
             return
-        transform = TwoViewTransform(AugmentationConfig.for_size(cfg.img_size))
+        transform = TwoViewTransform(augmentation)
         self.loader = DataLoader(
             SeededTwoViews(dataset, transform),
             batch_sampler=batches,
@@ -230,6 +268,14 @@ class TrainData:
                 f"[yellow]warning: skipped {len(new)} unreadable image(s): {names}[/]",
                 soft_wrap=True,
             )
+
+
+def train_augmentation(cfg: TrainConfig) -> AugmentationConfig:
+    """The two-view augmentation of a resolved config (``--augmentation`` at ``--img-size``),
+    the same for the CPU and the GPU input path."""
+    if cfg.augmentation is None:
+        raise ConfigError("--augmentation: not resolved (the method's preset fills it)")
+    return augmentation_config(cfg.augmentation, cfg.img_size)
 
 
 def build_train_data(

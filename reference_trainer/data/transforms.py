@@ -1,16 +1,34 @@
-"""Two-view augmentation for MoBY / MoCo v3, evaluation transforms, dataset wrappers, collates.
+"""Two-view augmentation, evaluation transforms, dataset wrappers, collates.
 
-The pretraining augmentation is BYOL's asymmetric pair, as used by MoCo v3 and MoBY: both views
-take a random resized crop, a horizontal flip, colour jitter (0.4, 0.4, 0.2, 0.1) with
-probability 0.8 and grayscale with probability 0.2; view 1 is always blurred and never
-solarized, view 2 is blurred with probability 0.1 and solarized with probability 0.2. Both are
-normalized with the ImageNet mean and std. :meth:`AugmentationConfig.for_size` scales the recipe
-down for small images: the blur kernel is the odd integer nearest 10% of the side (23 at 224,
-3 at 32), the blur sigma range scales with the side ((0.1, 2.0) at 224) and the minimum crop
-scale grows from 0.08 at 224 to 0.2 at 32.
+**Named pipelines** (``--augmentation``, :data:`AUGMENTATIONS`): each is an
+:class:`AugmentationConfig` per image side, with every parameter of each view explicit, and is
+run the same way by the CPU path (:class:`TwoViewTransform`, in DataLoader workers) and the GPU
+path (:class:`~reference_trainer.data.gpu_augment.GpuTwoViewAugment`). A method's preset names
+its pipeline; a recipe names the one of the paper it reproduces.
+
+* ``byol``: BYOL's asymmetric pair, as MoBY, SynCo v2 and MoCo v3 use it: both views take a
+  random resized crop (scale 0.08-1 at 224 px), a horizontal flip, colour jitter
+  (0.4, 0.4, 0.2, 0.1) with probability 0.8 and grayscale with probability 0.2; view 1 is always
+  blurred and never solarized, view 2 is blurred with probability 0.1 and solarized with
+  probability 0.2.
+* ``mocov2``: MoCo v2's "aug-plus", the same for both views (SynCo v1 and MoCo v2): crop scale
+  0.2-1, jitter (0.4, 0.4, 0.4, 0.1) with probability 0.8, grayscale 0.2, blur with probability
+  0.5, no solarize, the flip after the colour operations (as its code orders them).
+* ``simclr``: SimCLR's at strength 1: crop scale 0.08-1, flip, jitter (0.8, 0.8, 0.8, 0.2) with
+  probability 0.8, grayscale 0.2, blur with probability 0.5 on both views, no solarize.
+* ``simclr-cifar``: SimCLR's CIFAR-10 setting (its README's command: ``--color_jitter_strength
+  0.5 --use_blur False``): jitter (0.4, 0.4, 0.4, 0.1), no blur, otherwise as ``simclr``.
+
+All are normalized with the ImageNet mean and std, and all scale to the image side as
+:meth:`AugmentationConfig.for_size` does for ``byol``: the blur kernel is the odd integer nearest
+10% of the side (23 at 224, 3 at 32) and the blur sigma range scales with the side ((0.1, 2.0) at
+224); ``byol``'s minimum crop scale grows from 0.08 at 224 to 0.2 at 32, the others keep their
+published scale at every side.
 
 Reproducibility: the augmentation draws its random parameters from torch's global RNG in the
-process that runs it, i.e. in each DataLoader worker. PyTorch seeds worker ``w`` with
+process that runs it, i.e. in each DataLoader worker, in the order of the view's operations
+(the order of torchvision's own transforms: a test checks that the same seed gives the same
+draws and pixels as torchvision's composition of each pipeline). PyTorch seeds worker ``w`` with
 ``base_seed + w``, where ``base_seed`` is drawn from the DataLoader's ``generator`` when an
 iterator is created (each epoch, unless ``persistent_workers``). Runs and resumes therefore
 repeat the same augmentations only when the engine passes a generator seeded from the run seed
@@ -24,7 +42,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Callable, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -40,9 +58,11 @@ from reference_trainer.data.base import LoadedImage
 from reference_trainer.data.rgb import to_rgb
 
 __all__ = [
+    "AUGMENTATIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "AugmentationConfig",
+    "AugmentationPipeline",
     "EvalBatch",
     "EvalDataset",
     "EvalSample",
@@ -51,6 +71,7 @@ __all__ = [
     "TwoViewDataset",
     "TwoViewSample",
     "TwoViewTransform",
+    "augmentation_config",
     "collate_eval",
     "collate_two_views",
     "eval_crop_fraction",
@@ -117,6 +138,10 @@ class AugmentationConfig:
         solarize_threshold: Pixels at or above it (uint8 scale) are inverted.
         mean: Normalization mean per channel.
         std: Normalization std per channel.
+        flip_last: Flip after the colour operations (MoCo v2's and MoCo v3's code) instead of
+            right after the crop (BYOL's, MoBY's and SimCLR's). The flip commutes with every
+            other operation, so only the order of the random draws differs (the GPU path folds
+            the flip into the crop either way).
     """
 
     img_size: int
@@ -133,6 +158,7 @@ class AugmentationConfig:
     solarize_threshold: int = 128
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
+    flip_last: bool = False
 
     def __post_init__(self) -> None:
         if self.img_size < 8:
@@ -156,6 +182,27 @@ class AugmentationConfig:
             )
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std need 3 channels with std > 0: {self.mean}, {self.std}")
+
+    def describe(self, view: int) -> str:
+        """One view's parameters in one line, in the order the CPU path applies them."""
+        if view not in (0, 1):
+            raise ValueError(f"view must be 0 or 1, got {view}")
+        lo, hi = self.crop_scale
+        flip = f"flip p {self.hflip_p[view]:g}"
+        jitter = ", ".join(f"{x:g}" for x in self.jitter)
+        parts = [f"crop {self.img_size} px scale {lo:g}-{hi:g}"]
+        if not self.flip_last:
+            parts.append(flip)
+        parts += [
+            f"jitter ({jitter}) p {self.jitter_p[view]:g}",
+            f"grayscale p {self.grayscale_p[view]:g}",
+            f"blur p {self.blur_p[view]:g} (kernel {self.blur_kernel}, sigma "
+            f"{self.blur_sigma[0]:g}-{self.blur_sigma[1]:g})",
+            f"solarize p {self.solarize_p[view]:g}",
+        ]
+        if self.flip_last:
+            parts.append(flip)
+        return ", ".join(parts)
 
     @classmethod
     def for_size(cls, img_size: int, **overrides: Any) -> AugmentationConfig:
@@ -183,6 +230,99 @@ class AugmentationConfig:
             ),
         )
         return replace(preset, **overrides) if overrides else preset
+
+
+@dataclass(frozen=True)
+class AugmentationPipeline:
+    """A named two-view augmentation (``--augmentation NAME``).
+
+    Attributes:
+        name: What ``--augmentation`` takes.
+        summary: One line: what it is and who uses it.
+        source: Where its values come from (the official code, file and line).
+        overrides: The fields that differ from ``byol``'s :meth:`AugmentationConfig.for_size`
+            at every image side.
+    """
+
+    name: str
+    summary: str
+    source: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def config(self, img_size: int) -> AugmentationConfig:
+        """The pipeline's parameters at an image side."""
+        return AugmentationConfig.for_size(img_size, **self.overrides)
+
+
+_NO_SOLARIZE: Pair = (0.0, 0.0)
+
+#: The named pipelines, by ``--augmentation`` name.
+AUGMENTATIONS: dict[str, AugmentationPipeline] = {
+    p.name: p
+    for p in (
+        AugmentationPipeline(
+            "byol",
+            "BYOL's asymmetric pair: blur 1.0 / 0.1, solarize 0 / 0.2, jitter (0.4, 0.4, 0.2, "
+            "0.1) (MoBY, SynCo v2, MoCo v3)",
+            "synco-v2 src/data/transform.py:72-104 (MoBY: Transformer-SSL data/build.py:97-117; "
+            "MoCo v3 main_moco.py:262-285 flips last)",
+        ),
+        AugmentationPipeline(
+            "mocov2",
+            "MoCo v2's aug-plus for both views: crop 0.2-1, jitter (0.4, 0.4, 0.4, 0.1), blur "
+            "0.5, no solarize, flip last (MoCo v2, SynCo v1)",
+            "synco main_synco.py:248-256",
+            {
+                "crop_scale": (0.2, 1.0),
+                "jitter": (0.4, 0.4, 0.4, 0.1),
+                "blur_p": (0.5, 0.5),
+                "solarize_p": _NO_SOLARIZE,
+                "flip_last": True,
+            },
+        ),
+        AugmentationPipeline(
+            "simclr",
+            "SimCLR's at strength 1 for both views: crop 0.08-1, jitter (0.8, 0.8, 0.8, 0.2), "
+            "blur 0.5, no solarize",
+            "google-research/simclr data_util.py:61-83 (strength 1.0: run.py:239-241), "
+            "304-325, 387-394, 397-444, 469-474",
+            {
+                "crop_scale": (0.08, 1.0),
+                "jitter": (0.8, 0.8, 0.8, 0.2),
+                "blur_p": (0.5, 0.5),
+                "solarize_p": _NO_SOLARIZE,
+            },
+        ),
+        AugmentationPipeline(
+            "simclr-cifar",
+            "SimCLR's CIFAR-10 setting for both views: crop 0.08-1, jitter strength 0.5 (0.4, "
+            "0.4, 0.4, 0.1), no blur, no solarize",
+            "google-research/simclr README.md:78-85 (--color_jitter_strength=0.5 "
+            "--use_blur=False), data_util.py:61-83, 304-325, 387-394, 469-474",
+            {
+                "crop_scale": (0.08, 1.0),
+                "jitter": (0.4, 0.4, 0.4, 0.1),
+                "blur_p": (0.0, 0.0),
+                "solarize_p": _NO_SOLARIZE,
+            },
+        ),
+    )
+}
+
+
+def augmentation_config(name: str, img_size: int) -> AugmentationConfig:
+    """The parameters of the named pipeline ``name`` (:data:`AUGMENTATIONS`) at ``img_size``.
+
+    Raises:
+        ValueError: An unknown name (the message lists the known ones).
+    """
+    try:
+        pipeline = AUGMENTATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown augmentation {name!r}; known: {', '.join(AUGMENTATIONS)}"
+        ) from None
+    return pipeline.config(img_size)
 
 
 class RandomGaussianBlur:
@@ -278,8 +418,11 @@ def view_transform(cfg: AugmentationConfig, view: int) -> v2.Compose:
             antialias=True,
         ),
     ]
+    flip: list[Callable[..., Any]] = []
     if cfg.hflip_p[view] > 0:
-        steps.append(v2.RandomHorizontalFlip(p=cfg.hflip_p[view]))
+        flip.append(v2.RandomHorizontalFlip(p=cfg.hflip_p[view]))
+    if not cfg.flip_last:
+        steps += flip
     if cfg.jitter_p[view] > 0 and any(cfg.jitter):
         brightness, contrast, saturation, hue = cfg.jitter
         jitter = v2.ColorJitter(brightness, contrast, saturation, hue)
@@ -290,6 +433,8 @@ def view_transform(cfg: AugmentationConfig, view: int) -> v2.Compose:
         steps.append(RandomGaussianBlur(cfg.blur_kernel, cfg.blur_sigma, cfg.blur_p[view]))
     if cfg.solarize_p[view] > 0:
         steps.append(v2.RandomSolarize(cfg.solarize_threshold, p=cfg.solarize_p[view]))
+    if cfg.flip_last:
+        steps += flip
     steps += [
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
@@ -306,7 +451,7 @@ def _plain(x: Any) -> Tensor:
 
 
 class TwoViewTransform:
-    """Callable: an image -> two independently augmented views (BYOL asymmetric).
+    """Callable: an image -> two independently augmented views (view 1, then view 2).
 
     Args:
         cfg: The augmentation parameters; ``AugmentationConfig.for_size(img_size)`` by default

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from syn2co.negatives import NegativeSpec, similarity, synthesize, synthetic_logits
 
-from ..config import EmaSchedule, OptimizerKind, WeightDecayExclude
+from ..config import AugmentationName, EmaSchedule, OptimizerKind, WeightDecayExclude
 
 __all__ = [
     "BankKind",
@@ -91,6 +91,8 @@ class MethodPreset:
             (BYOL, MoBY, MoCo v3); ``constant``: it stays at ``ema_momentum`` (MoCo v2).
         proj_hidden: Hidden width of the heads' MLPs; None: the backbone's feature width.
         proj_dim: Output width of the projector (the embedding size D).
+        augmentation: The two-view augmentation (``--augmentation``, a named pipeline of
+            :data:`reference_trainer.data.transforms.AUGMENTATIONS`).
     """
 
     base_lr: float
@@ -110,6 +112,7 @@ class MethodPreset:
     ema_schedule: EmaSchedule = "cosine"
     proj_hidden: int | None = 4096
     proj_dim: int = 256
+    augmentation: AugmentationName = "byol"
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ class MoCoV2(Method):
     summary = "MoCo v2: EMA key encoder, a queue of 65536 keys, asymmetric InfoNCE (SynCo v1)."
     # main_moco.py as MoCo v2's README runs it: SGD lr 0.03 x batch/256, momentum 0.9, wd 1e-4
     # on every parameter, cosine schedule without warmup; 2-layer MLP head (hidden = the
-    # backbone's width, 2048 on ResNet-50; out 128; no BN); tau 0.2; K 65536; m 0.999.
+    # backbone's width, 2048 on ResNet-50; out 128; no BN); tau 0.2; K 65536; m 0.999; the
+    # aug-plus augmentation (the same for both views).
     preset = MethodPreset(
         base_lr=0.03,
         lr_reference_batch=256,
@@ -86,6 +87,7 @@ class MoCoV2(Method):
         weight_decay_exclude="none",
         proj_hidden=None,
         proj_dim=128,
+        augmentation="mocov2",
     )
     momentum_target = True
     bank = "queue"

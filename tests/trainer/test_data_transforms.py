@@ -329,3 +329,156 @@ def test_loader_generator_reproduces_an_epoch_across_worker_processes() -> None:
     assert len(first) == 3
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+# --------------------------------------------------------------------------------------------
+# Named pipelines: per method, and against torchvision's composition
+# --------------------------------------------------------------------------------------------
+
+
+def test_each_method_presets_its_augmentation() -> None:
+    """MoBY and MoCo v3: BYOL's asymmetric pair; MoCo v2: aug-plus for both views; SimCLR: its
+    own, without blur and at jitter strength 0.5 on CIFAR."""
+    from reference_trainer.config import AUGMENTATION_NAMES
+    from reference_trainer.data.transforms import AUGMENTATIONS, augmentation_config
+    from reference_trainer.methods import get_method
+
+    assert tuple(AUGMENTATIONS) == AUGMENTATION_NAMES
+    chosen = {
+        (m, s): get_method(m).preset_for(s).augmentation
+        for m in ("moby", "mocov3", "mocov2", "simclr")
+        for s in (32, 224)
+    }
+    assert chosen == {
+        ("moby", 32): "byol",
+        ("moby", 224): "byol",
+        ("mocov3", 32): "byol",
+        ("mocov3", 224): "byol",
+        ("mocov2", 32): "mocov2",
+        ("mocov2", 224): "mocov2",
+        ("simclr", 32): "simclr-cifar",
+        ("simclr", 224): "simclr",
+    }
+    byol, mocov2, simclr, cifar = (
+        augmentation_config(n, 224) for n in ("byol", "mocov2", "simclr", "simclr-cifar")
+    )
+    assert byol == AugmentationConfig.for_size(224)  # the trainer's default, unchanged
+    assert (byol.crop_scale, byol.jitter, byol.blur_p, byol.solarize_p, byol.flip_last) == (
+        (0.08, 1.0),
+        (0.4, 0.4, 0.2, 0.1),
+        (1.0, 0.1),
+        (0.0, 0.2),
+        False,
+    )
+    # synco main_synco.py:248-256: the same for both views, the flip after the blur
+    assert (mocov2.crop_scale, mocov2.jitter, mocov2.blur_p, mocov2.solarize_p) == (
+        (0.2, 1.0),
+        (0.4, 0.4, 0.4, 0.1),
+        (0.5, 0.5),
+        (0.0, 0.0),
+    )
+    assert mocov2.flip_last and mocov2.jitter_p == (0.8, 0.8)
+    assert mocov2.grayscale_p == (0.2, 0.2) and mocov2.blur_sigma == (0.1, 2.0)
+    # SimCLR: jitter (0.8 s, 0.8 s, 0.8 s, 0.2 s) with s = 1, blur p 0.5; CIFAR: s = 0.5, none
+    assert (simclr.crop_scale, simclr.jitter, simclr.blur_p, simclr.solarize_p) == (
+        (0.08, 1.0),
+        (0.8, 0.8, 0.8, 0.2),
+        (0.5, 0.5),
+        (0.0, 0.0),
+    )
+    assert (cifar.jitter, cifar.blur_p, cifar.solarize_p, cifar.flip_last) == (
+        (0.4, 0.4, 0.4, 0.1),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        False,
+    )
+    small = augmentation_config("mocov2", 32)
+    assert small.crop_scale == (0.2, 1.0) and small.blur_kernel == 3  # scale kept, blur scaled
+    with pytest.raises(ValueError, match="unknown augmentation 'nope'; known: byol"):
+        augmentation_config("nope", 32)
+
+
+def _reference(name: str, size: int, view: int) -> v2.Compose:
+    """torchvision's composition of one view of a pipeline, written out from the official code
+    (synco-v2 src/data/transform.py:72-104, synco main_synco.py:248-256, SimCLR's data_util.py),
+    with torchvision's Gaussian blur; the blur kernel and sigma and byol's crop follow the side
+    as documented. A blur at probability 1 is applied as is (a RandomApply at p 1 would spend a
+    draw that changes nothing)."""
+    kernel = 23 if size == 224 else 3
+    sigma = (0.1, 2.0) if size == 224 else (0.0143, 0.2857)
+    flip = v2.RandomHorizontalFlip(p=0.5)
+    if name == "byol":
+        ops: list[Any] = [v2.RandomResizedCrop(size, scale=(0.08 if size == 224 else 0.2, 1.0))]
+        ops += [flip, v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8)]
+        ops += [v2.RandomGrayscale(p=0.2)]
+        if view == 0:
+            ops += [v2.GaussianBlur(kernel, sigma)]
+        else:
+            ops += [v2.RandomApply([v2.GaussianBlur(kernel, sigma)], p=0.1)]
+            ops += [v2.RandomSolarize(128, p=0.2)]
+    elif name == "mocov2":
+        ops = [v2.RandomResizedCrop(size, scale=(0.2, 1.0))]
+        ops += [v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)]
+        ops += [v2.RandomGrayscale(p=0.2)]
+        ops += [v2.RandomApply([v2.GaussianBlur(kernel, sigma)], p=0.5), flip]
+    else:
+        s = 1.0 if name == "simclr" else 0.5
+        ops = [v2.RandomResizedCrop(size, scale=(0.08, 1.0)), flip]
+        ops += [v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8)]
+        ops += [v2.RandomGrayscale(p=0.2)]
+        if name == "simclr":
+            ops += [v2.RandomApply([v2.GaussianBlur(kernel, sigma)], p=0.5)]
+    ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    return v2.Compose([*ops, v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD))])
+
+
+@pytest.mark.parametrize("size", [224, 32])
+@pytest.mark.parametrize("name", ["byol", "mocov2", "simclr", "simclr-cifar"])
+def test_pipelines_match_torchvision_composition_on_fixed_seeds(name: str, size: int) -> None:
+    """The same seed draws the same parameters (the RNG ends in the same state) and gives the
+    same pixels, up to one grey level where the blur rounds differently."""
+    from reference_trainer.data.transforms import augmentation_config
+
+    transform = TwoViewTransform(augmentation_config(name, size))
+    reference = (_reference(name, size, 0), _reference(name, size, 1))
+    side = (size * 5 // 4, size * 9 // 8)
+    blurs = 0.0
+    for seed in range(4 if size == 224 else 24):
+        image = _image(side, seed=seed)
+        torch.manual_seed(seed)
+        ours = transform(image)
+        state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        theirs = tuple(_plain_tensor(r(image)) for r in reference)
+        assert torch.equal(state, torch.get_rng_state()), "a different number of draws"
+        for a, b in zip(ours, theirs, strict=True):
+            difference = (_uint8(a) - _uint8(b)).abs()
+            assert difference.max() <= 1, (seed, difference.max())
+            blurs += float((difference > 0).float().mean())
+    if name == "simclr-cifar":
+        assert blurs == 0.0  # no blur: every pixel equal
+    assert blurs / (8 if size == 224 else 48) < 0.02
+
+
+def _plain_tensor(x: Any) -> torch.Tensor:
+    return torch.as_tensor(x).as_subclass(torch.Tensor)
+
+
+def test_flip_last_moves_only_the_flip() -> None:
+    from reference_trainer.data.transforms import augmentation_config
+
+    cfg = augmentation_config("mocov2", 32)
+    names = [type(step).__name__ for step in view_transform(cfg, 0).transforms]
+    assert names[:5] == [
+        "RandomResizedCrop",
+        "RandomApply",
+        "RandomGrayscale",
+        "RandomGaussianBlur",
+        "RandomHorizontalFlip",
+    ]
+    first = [
+        type(s).__name__
+        for s in view_transform(dataclasses.replace(cfg, flip_last=False), 0).transforms
+    ]
+    assert first[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"]
+    assert "flip p 0.5" in cfg.describe(0).rsplit(", ", 1)[1]  # listed last by --dry-run

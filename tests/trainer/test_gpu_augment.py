@@ -15,6 +15,7 @@ parameters. Tolerances:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterator
@@ -226,7 +227,7 @@ _JITTER_OPS = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, T
 
 
 def _reference_view(
-    crop: torch.Tensor, p: ViewParams, i: int, cfg: AugmentationConfig
+    crop: torch.Tensor, p: ViewParams, i: int, cfg: AugmentationConfig, *, normalized: bool = True
 ) -> torch.Tensor:
     """torchvision's functional ops in the CPU path's order, from our (tested) crop + flip."""
     x = crop
@@ -240,6 +241,8 @@ def _reference_view(
         x = TF.gaussian_blur(x, [cfg.blur_kernel] * 2, [float(p.sigma[i])] * 2)
     if p.solarize[i]:
         x = TF.solarize(x, cfg.solarize_threshold / 255)
+    if not normalized:
+        return x
     out: torch.Tensor = TF.normalize(x, list(cfg.mean), list(cfg.std))
     return out
 
@@ -260,6 +263,39 @@ def test_two_views_match_torchvision_composition(jitter_order: str) -> None:
             close = torch.isclose(view[i], ref, atol=PIPELINE_TOL, rtol=0)
             assert close.float().mean() > 0.999, (view[i] - ref).abs().max()
             assert (view[i] - ref).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("name", ["byol", "mocov2", "simclr", "simclr-cifar"])
+def test_named_pipelines_match_torchvision_in_their_order(name: str) -> None:
+    """Each named pipeline on the GPU path: torchvision's functional operations with the drawn
+    parameters, in the order the CPU path applies them (the flip after the crop, or last for
+    mocov2: the flip commutes with every operation, so folding it into the crop is exact)."""
+    from reference_trainer.data.transforms import augmentation_config
+
+    cfg = augmentation_config(name, 32)
+    cfg = dataclasses.replace(cfg, blur_sigma=(0.3, 1.5))  # a visible blur at 32 px
+    aug = GpuTwoViewAugment(cfg)
+    images = _images([(40, 48), (64, 30), (33, 33), (90, 70)] * 4, seed=3)
+    out = aug(images, _gen(5))
+    for view, p, v in zip((out.view1, out.view2), out.params, (0, 1), strict=True):
+        # the drawn events follow this view's probabilities
+        if cfg.blur_p[v] == 0:
+            assert not p.blur.any()
+        if cfg.solarize_p[v] == 0:
+            assert not p.solarize.any()
+        crops = resized_crop(images, p.top, p.left, p.height, p.width, 32)
+        for i in range(len(images)):
+            x = crops[i]
+            if p.flip[i] and not cfg.flip_last:
+                x = TF.horizontal_flip(x)
+            ref = _reference_view(x, p, i, cfg, normalized=False)
+            if p.flip[i] and cfg.flip_last:
+                ref = TF.horizontal_flip(ref)
+            ref = TF.normalize(ref, list(cfg.mean), list(cfg.std))
+            close = torch.isclose(view[i], ref, atol=PIPELINE_TOL, rtol=0)
+            assert close.float().mean() > 0.999, (view[i] - ref).abs().max()
+    if name == "simclr-cifar":
+        assert not (out.params[0].blur.any() or out.params[1].blur.any())
 
 
 def test_outputs_in_range_and_deterministic() -> None:

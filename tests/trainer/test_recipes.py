@@ -13,7 +13,14 @@ from reference_trainer.cli import app
 from reference_trainer.config import TrainConfig
 from reference_trainer.errors import ConfigError
 from reference_trainer.methods import register, unregister
-from reference_trainer.recipes import load_recipe, recipe_names, recipes
+from reference_trainer.recipes import (
+    _comments,
+    _sourced,
+    load_recipe,
+    recipe_names,
+    recipes,
+    render,
+)
 from reference_trainer.resolve import command_line_layers, requested, resolve
 
 from .conftest import write_cifar10, write_cifar100, write_fake_imagenet, write_image_folder
@@ -40,13 +47,15 @@ def config_from_options(config: Path | None, flags: dict[str, object]) -> TrainC
     return requested(command_line_layers(config, flags))
 
 
-def test_recipes_command_lists_each_recipe_on_one_line(runner: CliRunner) -> None:
-    res = runner.invoke(app, ["recipes"], env={"COLUMNS": "200"})
+def test_recipes_command_lists_each_recipe_in_full_when_piped(runner: CliRunner) -> None:
+    res = runner.invoke(app, ["recipes"], env={"COLUMNS": "40"})  # not a terminal
     assert res.exit_code == 0, res.output
-    rows = [line for line in res.output.splitlines() if line.startswith("│")]
-    assert [row.split("│")[1].strip() for row in rows] == list(recipe_names())
-    assert all(row.split("│")[2].strip().startswith("v") for row in rows)
+    lines = res.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == list(recipe_names())
     assert set(recipe_names()) >= REQUIRED
+    for line, recipe in zip(lines, recipes().values(), strict=True):
+        assert f"  v{recipe.version}  " in line and recipe.summary in line  # never cut
+        assert all(f"[@{v}]" in line for v in recipe.variants)
 
 
 def test_every_recipe_file_is_valid_and_sourced() -> None:
@@ -54,9 +63,16 @@ def test_every_recipe_file_is_valid_and_sourced() -> None:
         if not recipe.missing():  # the others name methods this installation lacks
             cfg = TrainConfig().updated(recipe.options, source=recipe.name)
             assert cfg.arch and recipe.version >= 1
-        lines = recipe.path.read_text().split("options:\n", 1)[1].splitlines()
-        for line in lines:  # every value carries its source in a comment
-            assert "  # " in line, f"{recipe.name}: no source for {line!r}"
+        assert set(recipe.sources) == set(recipe.options), recipe.name
+        assert all(source.strip() for source in recipe.sources.values())
+        for variant in recipe.variants.values():
+            assert set(variant.sources) == set(variant.options), (recipe.name, variant.name)
+        for option, source in recipe.sources.items():  # an unsourced value is a departure
+            if source.startswith("no source"):
+                assert option in recipe.departs, (recipe.name, option)
+    text = "name: x\nversion: 1\noptions:\n  arch: deit_s\n"
+    with pytest.raises(ConfigError, match="no source comment for \\['arch'\\]"):
+        _sourced("x", {"arch": "deit_s"}, _comments(text), ("options",))
 
 
 def test_precedence_defaults_preset_recipe_file_command_line(tmp_path: Path) -> None:
@@ -168,41 +184,237 @@ def test_each_recipe_runs_a_few_steps_on_cpu(
         assert [r["synthetic_negatives"] for r in records] == [False, True, True]
 
 
-DOCS_TABLE = Path(__file__).resolve().parents[2] / "docs" / "trainer" / "reproducing.md"
+def test_the_docs_sections_generated_from_the_recipes_are_current() -> None:
+    page = render.DOCS_PAGE.read_text()
+    assert render.update_page(page) == page, (
+        "docs/trainer/reproducing.md is out of date: run python -m reference_trainer.recipes.render"
+    )
+    for recipe in recipes().values():  # every departure is a row, every value a line
+        assert f"`{recipe.name}` v{recipe.version}: {recipe.summary}" in page
+        for departure in recipe.departs.values():
+            assert departure.why.replace("|", "\\|") in page
+    assert render.main(["--check", str(render.DOCS_PAGE)]) == 0
 
 
-def _documented_values() -> dict[str, dict[str, tuple[str, str]]]:
-    """``{recipe: {option: (value, source)}}`` from the docs' table of recipe values."""
-    text = DOCS_TABLE.read_text().split("## Every recipe value and its source", 1)[1]
-    table: dict[str, dict[str, tuple[str, str]]] = {}
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 4 or not cells[0].startswith("`"):
-            continue
-        recipe, option, value, source = cells
-        table.setdefault(recipe.strip("`"), {})[option.replace("`", "")] = (
-            value.strip("`"),
-            source,
-        )
-    return table
+# --------------------------------------------------------------------------------------------
+# Every value a recipe runs comes from the recipe
+# --------------------------------------------------------------------------------------------
+
+#: Options that do not change what a run computes, or name where its files are: a recipe may
+#: leave them to the command line.
+INFRASTRUCTURE = {
+    "recipe": "the recipe itself",
+    "data": "a data path",
+    "val_data": "a data path",
+    "synthetic_data": "a data path",
+    "strict_data": "stops on an unreadable file instead of skipping it",
+    "workers": "loader processes (the views are seeded per image)",
+    "loader": "CPU or GPU input path: the same augmentation",
+    "out": "the run directory",
+    "seed": "the trainer's random streams, never the official code's",
+    "device": "where the run computes",
+    "compile": "torch.compile: the same computation",
+    "checkpoint_every": "logging and checkpoints",
+    "log_every": "logging and checkpoints",
+    "progress_every": "logging and checkpoints",
+    "hardness_every": "logging and checkpoints",
+    "generator_grid_every": "logging and checkpoints",
+    "check_inputs": "input checks",
+    "resume": "resuming",
+    "stop_at": "stopping early to resume",
+    "negatives_path": "logits or vectors: the same loss up to float32 rounding",
+}
+
+#: Options given in one of two forms: either form set by the recipe covers both.
+FORMS = (
+    ("steps", "epochs"),
+    ("warmup_steps", "warmup_epochs"),
+    ("negatives_start", "negatives_start_epoch"),
+    ("negatives_end", "negatives_end_epoch"),
+    ("lr", "base_lr"),
+)
+
+COUNTS = ("n_hard", "interpolated", "extrapolated", "mixed", "noisy", "perturbed")
+COUNTS += ("adversarial", "strategy_counts")
 
 
-def test_each_recipe_resolves_to_exactly_its_documented_values() -> None:
-    documented = _documented_values()
-    assert set(documented) == set(recipe_names())
-    for name, recipe in recipes().items():
-        rows = documented[name]
-        options = {k: v for k, v in rows.items() if k != "lr (resolved)"}
-        assert set(options) == set(recipe.options), name
-        assert {k: source for k, (_, source) in options.items()} == recipe.sources, name
-        if recipe.missing():
-            assert "lr (resolved)" not in rows
-            continue
+def inactive(cfg: TrainConfig) -> set[str]:
+    """The options that cannot change a run of ``cfg`` (so a recipe need not write them)."""
+    from reference_trainer.methods import get_method
+    from reference_trainer.resnets import is_resnet
+
+    method = get_method(cfg.method)
+    off: set[str] = set()
+    if cfg.dataset != "builtin":
+        off.add("builtin_size")
+    if cfg.synthetic_data is None:  # no synthetic images: nothing to schedule
+        off |= {"synthetic_fraction_end", "synthetic_schedule"}
+    if cfg.synthetic_schedule == "constant":
+        off.add("synthetic_fraction_end")
+    if cfg.lr is not None:
+        off.add("lr_reference_batch")
+    if cfg.optimizer == "adamw":
+        off.add("optimizer_momentum")  # AdamW keeps torch's betas
+    if not method.momentum_target:
+        off |= {"momentum", "ema_schedule"}
+    if method.bank != "queue":
+        off |= {"queue_size", "generator_keys_enqueued"}
+    if is_resnet(cfg.arch):
+        off |= {"patch_size", "window_size", "num_heads", "freeze_patch_embed"}
+    else:
+        off.add("zero_init_residual")
+    if "swin" not in cfg.arch:
+        off.add("window_size")
+    # the counts are the preset's that `negatives` names (None: the preset's)
+    off |= set(COUNTS)
+    if cfg.negatives == "none":
+        off |= {"negatives_as_run_gpus"} | {name for pair in FORMS[2:4] for name in pair}
+    if cfg.generator == "none":
+        off |= {"generator_fraction", "generator_lr", "generator_keys_enqueued"}
+    if cfg.generator not in ("hard-pairs", "both"):
+        off.add("generator_pair_design")
+    return off
+
+
+@pytest.mark.parametrize("spec", [*recipe_names(), "synco-v2-deit-s@as-run"])
+def test_every_training_option_comes_from_the_recipe(spec: str) -> None:
+    from reference_trainer.resolve import resolve_options
+
+    options = resolve_options(command_line_layers(None, {"recipe": spec}))
+    cfg, sources = options.config, options.sources
+    label = load_recipe(spec).label
+    from_recipe = {name for name, source in sources.items() if source.startswith(f"recipe {label}")}
+    for pair in FORMS:
+        if from_recipe & set(pair):
+            from_recipe |= set(pair)
+    left = set(TrainConfig.field_names()) - set(INFRASTRUCTURE) - inactive(cfg) - from_recipe
+    assert not left, {name: sources[name] for name in sorted(left)}
+    # every option the recipe sets carries its source into the run's sources
+    for name, note in load_recipe(spec).sources.items():
+        assert sources[name] == f"recipe {label} ({note})"
+
+
+def test_the_test_catches_an_option_left_to_a_default(tmp_path: Path) -> None:
+    from reference_trainer.resolve import resolve_options
+
+    recipe = recipes()["synco-v2-deit-s"]
+    layers = command_line_layers(None, {"recipe": "synco-v2-deit-s"})
+    options = {k: v for k, v in recipe.options.items() if k != "augmentation"}
+    layers[0] = type(layers[0])(layers[0].source, options, layers[0].notes)
+    sources = resolve_options(layers).sources
+    assert sources["augmentation"] == "method preset (moby)"  # what the test above refuses
+
+
+def test_wu_recipes_resolve_to_simclrs_published_cifar10_values() -> None:
+    """SimCLR's README command for CIFAR-10: batch 512, 1000 epochs, LARS at 1.0 x batch / 256,
+    weight decay 1e-4, temperature 0.5, ResNet-18 at 32 px, no blur, jitter strength 0.5."""
+    for name in ("wu-simclr-resnet18-cifar10", "wu-simclr-resnet18-cifar100"):
         cfg = config_from_options(None, {"recipe": name})
-        for option, (value, _) in options.items():
-            assert getattr(cfg, option) == yaml.safe_load(value), (name, option)
-        if "lr" in recipe.options:
-            assert "lr (resolved)" not in rows
-        else:
-            lr = resolve(cfg, train_size=cfg.batch_size * 10).lr
-            assert lr == pytest.approx(float(rows["lr (resolved)"][0]), rel=1e-9), name
+        plan = resolve(cfg, train_size=50_000)
+        assert (cfg.batch_size, cfg.epochs, cfg.optimizer) == (512, 1000, "lars")
+        assert plan.lr == pytest.approx(1.0 * 512 / 256)
+        assert (cfg.weight_decay, cfg.temperature, cfg.optimizer_momentum) == (1e-4, 0.5, 0.9)
+        assert (cfg.arch, cfg.img_size, cfg.precision) == ("resnet18", 32, "fp32")
+        assert plan.warmup_steps == 10 * (50_000 // 512) and plan.min_lr == 0.0
+        assert cfg.augmentation == "simclr-cifar" and cfg.zero_init_residual is True
+        assert cfg.generator == "both" and cfg.generator_pair_design == "twin"
+        from reference_trainer.data.transforms import augmentation_config
+
+        aug = augmentation_config(cfg.augmentation, cfg.img_size)
+        assert aug.blur_p == (0.0, 0.0) and aug.jitter == (0.4, 0.4, 0.4, 0.1)  # 0.8 s, 0.2 s
+        assert aug.crop_scale == (0.08, 1.0) and aug.solarize_p == (0.0, 0.0)
+    # the simclr method's own CIFAR preset agrees (weight decay 1e-4, not ImageNet's 1e-6)
+    bare = resolve(TrainConfig(method="simclr", arch="resnet18", batch_size=512), train_size=50_000)
+    assert bare.config.weight_decay == 1e-4 and bare.lr == pytest.approx(2.0)
+
+
+def test_variants_are_one_flag_apart() -> None:
+    base = config_from_options(None, {"recipe": "synco-v2-deit-s"})
+    as_run = config_from_options(None, {"recipe": "synco-v2-deit-s@as-run"})
+    differ = {n for n in TrainConfig.field_names() if getattr(base, n) != getattr(as_run, n)}
+    assert differ == {"negatives_as_run_gpus", "recipe"}
+    assert base.negatives_as_run_gpus is None and as_run.negatives_as_run_gpus == 4
+    # the configured window in epochs, and the one the official code ran on 4 GPUs x 128
+    n = 1_281_167
+    per_epoch = n // 512
+    configured = resolve(base, train_size=n).window
+    ran = resolve(as_run, train_size=n).window
+    assert (configured.start, configured.end) == (30 * per_epoch, 101 * per_epoch)
+    assert ran.start == 30 * (n // 128) - 1  # per-GPU epoch 30 of 128-image batches
+    assert ran.start / per_epoch == pytest.approx(120, abs=0.05)
+    assert ran.end is not None and ran.end > 300 * per_epoch  # active to the end of the run
+    # every recipe built on SynCo v2 offers it; version and variant combine in any order
+    for name in recipe_names():
+        if recipes()[name].options.get("negatives") == "synco-v2":
+            assert "as-run" in recipes()[name].variants, name
+    version = recipes()["synco-v2-deit-s"].version
+    for spec in (f"synco-v2-deit-s@as-run@{version}", f"synco-v2-deit-s@{version}@as-run"):
+        recipe = load_recipe(spec)
+        assert recipe.variant == "as-run" and recipe.label == f"synco-v2-deit-s@as-run@{version}"
+    assert "negatives_as_run_gpus" not in recipe.departs or "resumed" in (
+        recipe.departs["negatives_as_run_gpus"].official
+    )
+    with pytest.raises(ConfigError, match="has no variant 'nope' \\(its variants: as-run\\)"):
+        load_recipe("synco-v2-deit-s@nope")
+    with pytest.raises(ConfigError, match="at most one version"):
+        load_recipe("synco-v2-deit-s@1@2")
+    with pytest.raises(ConfigError, match="empty part"):
+        load_recipe("synco-v2-deit-s@")
+
+
+def test_recipes_show_prints_values_sources_and_departures(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    res = runner.invoke(app, ["recipes", "show", "synco-v1-resnet50"])
+    assert res.exit_code == 0, res.output
+    text = res.stdout
+    recipe = recipes()["synco-v1-resnet50"]
+    for option, source in recipe.sources.items():
+        assert any(
+            line.startswith(f"{option}: ") and line.endswith(f"# {source}")
+            for line in text.splitlines()
+        ), option
+    for departure in recipe.departs.values():
+        assert f"#   {departure.what}:" in text and f"#     why: {departure.why}" in text
+    assert "zero_init_residual: false" in text and "precision: fp32" in text
+    # it is a config file: read back, it resolves to the recipe's values
+    file = tmp_path / "shown.yaml"
+    file.write_text(text)
+    again = config_from_options(file, {})
+    direct = config_from_options(None, {"recipe": "synco-v1-resnet50"})
+    assert {n: getattr(again, n) for n in recipe.options} == {
+        n: getattr(direct, n) for n in recipe.options
+    }
+    res = runner.invoke(app, ["recipes", "show", "synco-v2-swin-t"])
+    assert "# variants, one flag away: --recipe synco-v2-swin-t@VARIANT" in res.stdout
+    assert "#   @as-run: " in res.stdout
+    res = runner.invoke(app, ["recipes", "show", "nope"])
+    assert res.exit_code == 1 and "unknown recipe 'nope'" in res.output
+
+
+def test_dry_run_shows_the_augmentation_and_the_window_in_steps_and_epochs(
+    runner: CliRunner, tmp_path: Path, data_dirs: dict[str, Path]
+) -> None:
+    out = tmp_path / "run"
+    args = ["run", "--recipe", "synco-v2-deit-s@as-run", "--dry-run", "--out", str(out)]
+    args += ["--data", str(data_dirs["train"]), *TINY["vit_s_mocov3"], "--img-size", "32"]
+    args += ["--batch-size", "4", "--epochs", "400"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert not out.exists()
+    text = res.stdout
+    lines = {line.split(":")[0]: line for line in text.splitlines() if not line.startswith("#")}
+    assert lines["augmentation"].startswith("augmentation: byol")
+    assert (
+        "# recipe synco-v2-deit-s@as-run@1 (synco-v2 configs/synco_vit_small.yaml:11-12"
+        in (lines["augmentation"])
+    )
+    # 16 images, batch 4 as 4 GPUs x 1: the official epoch is 16 per-GPU steps, 4 true epochs
+    assert "#   negatives_window: steps [479, 1615) = epochs [119.75, 403.75)" in text
+    assert "per-GPU epochs on 4 GPUs" in text
+    assert (
+        "#   augmentation_view1: crop 32 px scale 0.2-1, flip p 0.5, jitter (0.4, 0.4, 0.2" in text
+    )
+    assert (
+        "blur p 0.1 (kernel 3" in text and "solarize p 0.2  (--augmentation byol at 32 px)" in text
+    )

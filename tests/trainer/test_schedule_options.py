@@ -164,3 +164,63 @@ def test_epoch_window_is_the_same_after_a_resume(tmp_path: Path, runner: CliRunn
         flags[out] = [json.loads(line)["synthetic_negatives"] for line in lines]
     assert flags[straight] == [False] * 3 + [True] * 6 + [False]
     assert flags[resumed] == flags[straight]
+
+
+# --------------------------------------------------------------------------------------------
+# What an epoch is: one pass over the sources a run draws from
+# --------------------------------------------------------------------------------------------
+
+
+def test_epoch_images_count_the_sources_a_run_draws_from() -> None:
+    from reference_trainer.data.pipeline import drawn_sources, epoch_images
+
+    real = TrainConfig()
+    synthetic_only = TrainConfig(synthetic_data="s", synthetic_fraction=1.0)
+    mixed = TrainConfig(synthetic_data="s", synthetic_fraction=0.6)
+    cases = {
+        "real": (real, (True, False), 40),
+        "synthetic only": (synthetic_only, (False, True), 60),
+        "mixed": (mixed, (True, True), 100),
+        "scheduled into synthetic only": (
+            synthetic_only.updated(
+                {
+                    "synthetic_fraction": 0.0,
+                    "synthetic_fraction_end": 1.0,
+                    "synthetic_schedule": "linear",
+                }
+            ),
+            (True, True),
+            100,
+        ),
+        "scheduled, synthetic only throughout": (
+            synthetic_only.updated({"synthetic_fraction_end": 1.0, "synthetic_schedule": "cosine"}),
+            (False, True),
+            60,
+        ),
+    }
+    for what, (cfg, sources, images) in cases.items():
+        assert drawn_sources(cfg) == sources, what
+        assert epoch_images(cfg, real=40, synthetic=60) == images, what
+
+
+def test_a_synthetic_only_run_with_real_data_for_evaluation_counts_its_epoch_in_synthetic_images(
+    tmp_path: Path,
+) -> None:
+    """40 real + 60 synthetic images: with --synthetic-fraction 1.0 an epoch is the 60
+    synthetic images (the real ones, given for evaluation, are never drawn); mixed, all 100."""
+    from reference_trainer.data.pipeline import build_train_data
+
+    from .conftest import write_image_folder
+
+    real = write_image_folder(tmp_path / "real", classes=2, per_class=20)
+    synthetic = write_image_folder(tmp_path / "synthetic", classes=3, per_class=20)
+    base = TrainConfig(dataset="imagefolder", data=str(real), synthetic_data=str(synthetic))
+    sizes = {}
+    for fraction in (1.0, 0.5):
+        cfg = base.updated({"synthetic_fraction": fraction, "batch_size": 10, "epochs": 2})
+        data = build_train_data(cfg, rank=0, world_size=1)
+        sizes[fraction] = data.train_size
+        plan = resolve(cfg, train_size=data.train_size)
+        assert plan.steps_per_epoch == data.train_size // 10
+        assert plan.total_steps == 2 * plan.steps_per_epoch
+    assert sizes == {1.0: 60, 0.5: 100}
