@@ -337,10 +337,11 @@ def frozen_batch_norm_statistics(*modules: nn.Module | None) -> Iterator[None]:
     try:
         yield
     finally:
-        with torch.no_grad():
-            for m, values in zip(norms, saved, strict=True):
-                for buffer, value in zip(_statistics(m), values, strict=True):
-                    buffer.copy_(value)
+        # Through ``.data``: the restore must not bump the buffers' version counters, which
+        # the backward of batch norm in training mode records (without reading the values).
+        for m, values in zip(norms, saved, strict=True):
+            for buffer, value in zip(_statistics(m), values, strict=True):
+                buffer.data.copy_(value)
 
 
 def _statistics(norm: nn.modules.batchnorm._BatchNorm) -> list[Tensor]:

@@ -113,12 +113,14 @@ class ResolvedOptions:
         method: The method's class.
         preset: The method's preset for this run, with the options that replace its fields
             applied (:func:`run_preset`).
+        spec: The synthetic negatives' counts and coefficients, or None without them.
     """
 
     config: TrainConfig
     sources: Mapping[str, str]
     method: type[Method]
     preset: MethodPreset
+    spec: NegativeSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -384,7 +386,8 @@ def resolve_options(
         sources |= dict.fromkeys(base.given(), preset_source)
         sources |= set_by
     validate(cfg, method, world_size=world_size)
-    return ResolvedOptions(cfg, sources, method, run_preset(preset, cfg))
+    spec = _negative_spec(cfg, method)  # checks the counts against the registry and the bank
+    return ResolvedOptions(cfg, sources, method, run_preset(preset, cfg), spec)
 
 
 #: What a checkpoint saved before an option existed ran with, for the options whose value
@@ -532,7 +535,6 @@ def validate(cfg: TrainConfig, method: type[Method], *, world_size: int = 1) -> 
             f"--data {cfg.data} is given but --dataset {cfg.dataset} reads no files; pass the "
             f"format of --data with --dataset (imagefolder, cifar10, ...)"
         )
-    strategy_counts(cfg)  # the names and counts of --strategy-counts
     _check_mixing(cfg)
     _check_recipe_options(cfg)
 
@@ -713,7 +715,7 @@ def plan_run(options: ResolvedOptions, *, train_size: int) -> RunPlan:
         warmup_lr=lr * cfg.warmup_lr_fraction,
         min_lr=lr * cfg.min_lr_fraction,
         window=negatives_window(cfg, steps_per_epoch=steps_per_epoch, train_size=train_size),
-        spec=_negative_spec(cfg, method),
+        spec=options.spec,
     )
 
 

@@ -178,7 +178,8 @@ def test_shuffle_bn_moves_the_running_statistics_once_per_forward() -> None:
             seed=0,
             frozen_statistics=lambda: frozen_batch_norm_statistics(online, target),
         )
-        mocov2.encode(nets, (view1, view2))
+        embeddings = mocov2.encode(nets, (view1, view2))
+        embeddings.online[0].square().sum().backward()  # the restored statistics keep autograd
         # the plain reference: one forward of the first group of each encoder
         first = rows // SHUFFLE_BN_SPLITS
         reference_online(view1[:first])
