@@ -155,6 +155,11 @@ class TrainConfig:
     batch_size: int = _opt("Global batch size (all ranks together).", 64)
     epochs: float | None = _opt("Training length in epochs (or use --steps).")
     steps: int | None = _opt("Training length in optimizer steps (overrides --epochs).")
+    images_seen: int | None = _opt(
+        "Training length in images seen, the global batch times the steps, rounded up to whole "
+        "steps (overrides --epochs; --steps overrides it): the same work for runs whose epochs "
+        "differ, such as real, mixed and synthetic-only runs."
+    )
     lr: float | None = _opt(
         "Peak learning rate; default: --base-lr x batch / --lr-reference-batch."
     )

@@ -188,6 +188,8 @@ class RunPlan:
             warmup_how = f"method preset: {preset.warmup_fraction:.4g} of the run"
         if cfg.steps is not None:
             total_how = "--steps"
+        elif cfg.images_seen is not None:
+            total_how = f"--images-seen {cfg.images_seen} / batch {cfg.batch_size}, rounded up"
         elif cfg.epochs is not None:
             total_how = f"--epochs {cfg.epochs:g} x {self.steps_per_epoch} steps per epoch"
         else:
@@ -676,6 +678,13 @@ def plan_run(options: ResolvedOptions, *, train_size: int) -> RunPlan:
     steps_per_epoch = train_size // cfg.batch_size
     if cfg.steps is not None:
         total = cfg.steps
+    elif cfg.images_seen is not None:
+        if cfg.images_seen < cfg.batch_size:
+            raise ConfigError(
+                f"--images-seen {cfg.images_seen} is less than one step of --batch-size "
+                f"{cfg.batch_size}"
+            )
+        total = math.ceil(cfg.images_seen / cfg.batch_size)
     elif cfg.epochs is not None:
         total = max(1, round(cfg.epochs * steps_per_epoch))
     else:

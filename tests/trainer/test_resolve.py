@@ -157,3 +157,19 @@ def test_dry_run_prints_every_value_with_its_source_and_writes_nothing(tmp_path:
     reread.write_text(text)
     again = yaml.safe_load(text)
     assert again["temperature"] == 0.3 and again["recipe"] == "moby-deit-s"
+
+
+def test_a_run_sized_in_images_seen_does_the_same_work_on_any_data() -> None:
+    """Real, mixed and synthetic-only runs have epochs of different lengths; --images-seen
+    gives them the same number of steps, whatever the epoch."""
+    options = resolve_options([Layer("flags", {"batch_size": 64, "images_seen": 1000})])
+    for train_size in (640, 6400, 100_000):
+        plan = plan_run(options, train_size=train_size)
+        assert plan.total_steps == 16  # ceil(1000 / 64): 1024 images seen
+        assert plan.derivations()["total_steps"][1] == "--images-seen 1000 / batch 64, rounded up"
+    over = resolve_options([Layer("flags", {"images_seen": 1000, "steps": 3, "epochs": 2})])
+    assert plan_run(over, train_size=640).total_steps == 3  # --steps wins
+    epochs = resolve_options([Layer("flags", {"images_seen": 1000, "epochs": 2})])
+    assert plan_run(epochs, train_size=640).total_steps == 16  # and it wins over --epochs
+    with pytest.raises(ConfigError, match="--images-seen 10 is less than one step"):
+        plan_run(resolve_options([Layer("f", {"images_seen": 10})]), train_size=640)
