@@ -53,7 +53,7 @@ from syn2co.generators import (
 )
 
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from .seeds import hashed_seed, torch_generator
+from .seeds import Stream, hashed_seed, stream_seed, torch_generator
 
 __all__ = ["MODES", "GeneratedBatch", "LearnedGenerators", "Mode"]
 
@@ -183,7 +183,7 @@ class LearnedGenerators(nn.Module):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         # Initialised from the seed alone (the same on every rank), global RNG left untouched.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+            torch.manual_seed(stream_seed(self.seed, Stream.GENERATORS))
             if self.mode in ("hard-samples", "both"):
                 self.samples = HardSampleGenerator(make(), batch_fraction=self.batch_fraction)
                 self.optimizers["samples"] = adamw(self.samples)

@@ -23,6 +23,7 @@ from .methods import get_method
 from .models import MOCOV3_ARCHS, backbone_kwargs, create_backbone
 from .resnets import apply_cifar_stem, is_resnet, rebuild_code, uses_cifar_stem
 from .resolve import method_settings
+from .seeds import Stream, stream_seed
 
 Branch = Literal["online", "target"]
 
@@ -41,7 +42,7 @@ def load_backbone(run: str | Path, branch: Branch = "online") -> tuple[nn.Module
         branch: ``online`` (the trained encoder, the usual choice) or ``target`` (its EMA).
     """
     cfg, state = load_run(run)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(stream_seed(cfg.seed, Stream.WEIGHTS))  # the run's initial weights
     online, target = build_networks(cfg, get_method(cfg.method), method_settings(cfg, None))
     if branch == "online":
         online.load_state_dict(state["online"])
@@ -56,7 +57,7 @@ def load_backbone(run: str | Path, branch: Branch = "online") -> tuple[nn.Module
 
 def random_backbone(cfg: TrainConfig) -> nn.Module:
     """The same architecture at the run's random initialisation (the kNN baseline)."""
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(stream_seed(cfg.seed, Stream.WEIGHTS))  # the run's initial weights
     return create_backbone(cfg).eval()
 
 

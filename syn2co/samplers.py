@@ -38,6 +38,7 @@ from torch.utils.data import Dataset, Sampler
 from syn2co import distributed
 from syn2co._checks import check_int, check_number
 from syn2co.schedules import RatioSchedule
+from syn2co.seeds import derive_seed
 
 __all__ = [
     "REAL",
@@ -236,23 +237,6 @@ class MixedDataset(Dataset[tuple[T_co, int]]):
 # Batch sampler
 # --------------------------------------------------------------------------------------------
 
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def _derive_seed(*values: int) -> int:
-    """A 63-bit seed that depends on every value (the same in every process and run)."""
-    h = 0
-    for v in values:
-        h = _splitmix64(h ^ (v & _MASK64))
-    return h >> 1
-
 
 class _Stream:
     """One source's index stream in one epoch: pass 0's permutation, then pass 1's, ...
@@ -273,7 +257,7 @@ class _Stream:
         self._perms: dict[int, Tensor] = {}
 
     def _raw(self, k: int) -> Tensor:
-        generator = torch.Generator().manual_seed(_derive_seed(self.seed, k))
+        generator = torch.Generator().manual_seed(derive_seed("pass", self.seed, k))
         return torch.randperm(self.size, generator=generator)
 
     def _separate(self, perm: Tensor, previous_tail: Tensor) -> Tensor:
@@ -576,9 +560,11 @@ class MixedSourceBatchSampler(Sampler[list[int]]):
     def _batches(self, epoch: int, position: int) -> Iterator[list[int]]:
         real_offset, synthetic_offset = self._offsets(epoch, position)
         window = self.global_batch_size
-        real_stream = _Stream(self.real_size, _derive_seed(self.seed, epoch, REAL), window)
+        real_stream = _Stream(
+            self.real_size, derive_seed("sampler", self.seed, epoch, REAL), window
+        )
         synthetic_stream = _Stream(
-            self.synthetic_size, _derive_seed(self.seed, epoch, SYNTHETIC), window
+            self.synthetic_size, derive_seed("sampler", self.seed, epoch, SYNTHETIC), window
         )
         for t in range(position, self._length):
             step = epoch * self._length + t

@@ -8,7 +8,8 @@ target side (for sides up to 128 px) and box-downsampled, which antialiases edge
 
 Image ``i`` depends only on ``(seed, split, i, img_size)``: every call, every instance and every
 DataLoader worker produces the same pixels, whatever the access order (each item seeds its own
-``random.Random`` from a hash of the key; the global RNGs are untouched). The ``split`` is
+``random.Random`` from :func:`syn2co.seeds.derive_seed` of the key; the global RNGs are
+untouched). The ``split`` is
 folded into the seed, so the train and val splits hold different images. Pixels are stable for
 given NumPy and Pillow versions (the fixed noise tiles come from NumPy's generator).
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import math
 import random
-import struct
 from collections.abc import Callable
 
 import numpy as np
@@ -28,6 +28,7 @@ import numpy.typing as npt
 from PIL import Image, ImageChops, ImageDraw
 
 from reference_trainer.data.base import ImageDataset, LoadedImage, check_index
+from syn2co.seeds import derive_seed
 
 __all__ = ["SHAPE_CLASSES", "ProceduralShapes"]
 
@@ -48,7 +49,6 @@ SHAPE_CLASSES: tuple[str, ...] = (
 )
 
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-_TAG = b"syn2co-shapes-v1"
 _NOISE_MARGIN = 64
 _MIN_COLOUR_DISTANCE = 90.0
 
@@ -374,8 +374,7 @@ class ProceduralShapes(ImageDataset):
         return np.arange(self.num_samples, dtype=np.int64) % self.num_classes
 
     def _rng(self, index: int) -> random.Random:
-        key = struct.pack("<16sqqq", _TAG, self.seed, _SPLIT_CODES[self.split], index)
-        return random.Random(key)
+        return random.Random(derive_seed("builtin", self.seed, self.split, index))
 
     def render(self, index: int) -> Image.Image:
         """The RGB image of item ``index`` (without bounds check against ``num_samples``)."""

@@ -50,7 +50,7 @@ def builtin_val_size(train_size: int) -> int:
 
 def view_seed(seed: int, step: int, index: int) -> int:
     """The augmentation seed of one image at one step (a stable 63-bit hash)."""
-    return hashed_seed(seed, step, index)
+    return hashed_seed("view", seed, step, index)
 
 
 class SeededTwoViews(Dataset[TwoViewSample]):
@@ -372,7 +372,7 @@ class SeededEvalDataset(EvalDataset):
 
     def __getitem__(self, index: int) -> Any:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hashed_seed(self.seed, index))
+            torch.manual_seed(hashed_seed("eval-view", self.seed, index))
             return super().__getitem__(index)
 
 

@@ -56,6 +56,7 @@ from torchvision.transforms import v2
 
 from reference_trainer.data.base import LoadedImage
 from reference_trainer.data.rgb import to_rgb
+from syn2co.seeds import derive_seed
 
 __all__ = [
     "AUGMENTATIONS",
@@ -749,6 +750,4 @@ def loader_generator(seed: int, epoch: int = 0) -> torch.Generator:
     The DataLoader draws the workers' base seed (and a ``RandomSampler``'s permutation) from
     it, so the same ``(seed, epoch)`` reproduces the epoch's augmentations.
     """
-    gen = torch.Generator()
-    gen.manual_seed((int(seed) * 1_000_003 + int(epoch)) % 2**63)
-    return gen
+    return torch.Generator().manual_seed(derive_seed("loader", int(seed), int(epoch)))

@@ -7,9 +7,10 @@ line alone is enough to make it again.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from syn2co.seeds import derive_seed
 
 from ..errors import ConfigError
 from .prompts import DEFAULT_TEMPLATES, ClassInfo, background_scenes, fake_it_prompt, fill_template
@@ -62,8 +63,7 @@ def image_seed(seed: int, class_name: str, index: int) -> int:
     Returns:
         The seed, in ``[0, 2**63)``.
     """
-    digest = hashlib.sha256(f"{seed}\x00{class_name}\x00{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
+    return derive_seed("synth", seed, class_name, index)
 
 
 def folder_name(class_name: str) -> str:
