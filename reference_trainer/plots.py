@@ -26,6 +26,7 @@ from .atomic import write_atomic
 
 __all__ = [
     "METRICS_FILE",
+    "hardness_figure",
     "hardness_groups",
     "metric_series",
     "plot_points",
@@ -193,7 +194,8 @@ def _plot_schedules(records: Sequence[dict[str, Any]], path: Path) -> Path | Non
     return _save(fig, path)
 
 
-def _plot_hardness(records: Sequence[dict[str, Any]], path: Path) -> Path | None:
+def hardness_figure(records: Sequence[dict[str, Any]]) -> Figure | None:
+    """Every ``hardness/<group>/mean`` curve of a run on one panel, or None without any."""
     lines = [(g, metric_series(records, f"hardness/{g}/mean")) for g in hardness_groups(records)]
     lines = [(g, s) for g, s in lines if s[0]]
     if not lines:
@@ -201,14 +203,21 @@ def _plot_hardness(records: Sequence[dict[str, Any]], path: Path) -> Path | None
     fig = Figure(figsize=(8, 5))
     ax = fig.add_subplot()
     for group, (steps, values) in lines:
-        ax.plot(steps, values, linewidth=1.5, label=group)
+        # markers: a run shorter than --hardness-every logs one point per group
+        marker = "o" if len(steps) < 20 else None
+        ax.plot(steps, values, linewidth=1.5, marker=marker, label=group)
     ax.set_xlabel(_x_label(records))
     ax.set_ylabel("hardness/<group>/mean")
     ax.set_title("Hardness")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def _plot_hardness(records: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    fig = hardness_figure(records)
+    return None if fig is None else _save(fig, path)
 
 
 def plot_run(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from reference_trainer.plots import (
+    hardness_figure,
     hardness_groups,
     metric_series,
     plot_run,
@@ -130,3 +131,20 @@ def test_hardness_groups_finds_every_mean_key_in_order() -> None:
     groups = hardness_groups(synthetic_records())
     assert groups == ["positive", "hard_real", "interpolated"]
     assert hardness_groups([{"hardness/x/std": 1.0, "hardness//mean": 2.0, "loss": 1}]) == []
+
+
+def test_a_run_shorter_than_hardness_every_shows_its_one_hardness_point(tmp_path: Path) -> None:
+    """The engine logs hardness at step 1 and every --hardness-every steps: a shorter run has a
+    single point per group, which must still be drawn (a line through one point is not)."""
+    records = [
+        {"step": s, "loss": 5.0 - s, "lr": 1e-3, "momentum": 0.99, "img_per_s": 10.0}
+        for s in (1, 2, 3)
+    ]
+    records[0] |= {"hardness/positive/mean": 0.5, "hardness/hard_real/mean": 0.1}
+    fig = hardness_figure(records)
+    assert fig is not None
+    lines = fig.axes[0].lines
+    assert [list(line.get_xdata()) for line in lines] == [[1], [1]]
+    assert all(line.get_marker() not in (None, "None", "", " ") for line in lines)
+    write_log(tmp_path, records)
+    assert any(p.name == "hardness.png" for p in plot_run(tmp_path))
