@@ -8,7 +8,7 @@ bank inside the loss; here lightly's ``MemoryBankModule`` holds it, and
 returns a copy of its rows from before this batch's keys, so updating it before ``backward()``
 is safe here::
 
-    pip install "syn2co[train,examples]"     # lightly, torchvision
+    pip install -e ".[train,examples]"     # from a clone: lightly, torchvision
     python examples/lightly_moco.py --data DIR --epochs 100
 
 ``DIR`` is an image folder (``DIR/<class>/<image>``, or images directly in ``DIR``).

@@ -8,7 +8,7 @@ tried without a download::
     python examples/make_shapes_folder.py shapes --train 2000 --val 500
     python examples/moco_v2_cifar10.py --data shapes/train --val-data shapes/val
 
-Needs the trainer (``pip install "syn2co[train]"``).
+Needs the trainer (``pip install -e ".[train]"`` from a clone).
 """
 
 from __future__ import annotations

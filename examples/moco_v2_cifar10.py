@@ -13,7 +13,7 @@ layout works as it is::
     python examples/moco_v2_cifar10.py --data cifar10/train --val-data cifar10/test \\
         --epochs 200 --batch-size 256 --out moco_v2_synco.pt
 
-Needs ``torch`` and ``torchvision`` (``pip install "syn2co[train]"`` brings both).
+Needs ``torch`` and ``torchvision`` (``pip install -e ".[train]"`` from a clone brings both).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ A MoCo v2 loop (a CIFAR-sized ResNet-18, a momentum encoder, a queue of keys) wh
 PML's; :func:`syn2co.negatives.synthesize` makes the synthetic negatives as vectors, since PML
 takes embeddings::
 
-    pip install "syn2co[train,examples]"     # pytorch-metric-learning, torchvision
+    pip install -e ".[train,examples]"     # from a clone: pytorch-metric-learning, torchvision
     python examples/pml_ntxent.py --data DIR --epochs 100
 
 PML's NT-Xent compares every anchor with every listed pair through a (B, B x (K + M)) mask, so

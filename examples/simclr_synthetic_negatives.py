@@ -11,7 +11,7 @@ at least 129; smaller batches use all 2B - 2::
     python examples/simclr_synthetic_negatives.py --data DIR --epochs 100 --batch-size 256
 
 ``DIR`` is an image folder, ``DIR/<class>/<image>``. Needs ``torch`` and ``torchvision``
-(``pip install "syn2co[train]"`` brings both).
+(``pip install -e ".[train]"`` from a clone brings both).
 """
 
 from __future__ import annotations
