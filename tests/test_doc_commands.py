@@ -99,6 +99,7 @@ NOT_RUN_COMMANDS: list[tuple[str, str]] = [
     (r"^pip install\b", "installs: .ci/run installs the checkout and the built wheel"),
     (r"^python3 -m venv\b", "makes a virtual environment: .ci/run does"),
     (r"^\. \S*/bin/activate$", "activates that environment"),
+    (r"^python -m build\b", "builds the wheel: .ci/run builds it and runs it installed"),
     (r"^git clone\b", "downloads the repository"),
     (r"^cd syn2co$", "enters the clone"),
     (r"^bash \.ci/run\b", "the continuous integration itself, which runs this test"),
@@ -230,10 +231,9 @@ def _image_folder(root: Path, per_class: int, seed: int) -> None:
 
 def _fake_files(workdir: Path) -> None:
     data = workdir / "data"
-    for seed, (folder, per_class) in enumerate(
-        [("imagenet/train", 8), ("imagenet/val", 4), ("imagenet-sd", 8)]
-        + [("cifar10/train", 8), ("cifar10/test", 4), ("cifar10-sd", 8)]
-    ):
+    folders = {"imagenet/train": 8, "imagenet/val": 4, "imagenet-sd": 8}
+    folders |= {"cifar10/train": 8, "cifar10/test": 4, "cifar10-sd": 8}
+    for seed, (folder, per_class) in enumerate(folders.items()):
         _image_folder(data / folder, per_class, seed)
 
 

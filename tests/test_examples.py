@@ -143,3 +143,10 @@ def test_make_shapes_folder(tmp_path: Path) -> None:
     train = sorted((tmp_path / "shapes" / "train").rglob("*.png"))
     assert len(train) == 20 and len({p.parent.name for p in train}) == 10
     assert len(list((tmp_path / "shapes" / "val").rglob("*.png"))) == 10
+
+
+def test_examples_page_shows_every_script() -> None:
+    page = (ROOT / "docs" / "examples.md").read_text(encoding="utf-8")
+    for script in sorted(EXAMPLES.glob("*.py")):
+        assert f'--8<-- "examples/{script.name}"' in page, f"docs/examples.md lacks {script.name}"
+    assert "_OUTPUT" not in page, "an output left to paste"
