@@ -51,7 +51,9 @@ def image_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 
 def _run(script: str, *args: str, reports: str) -> str:
     """Run an example with the tiny settings; it must report ``reports`` and finite losses."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    # the checkout first, then whatever this process sees (the skip conditions check it)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--steps", "3", "--batch-size", "8", *args],
         cwd=ROOT,
@@ -63,7 +65,7 @@ def _run(script: str, *args: str, reports: str) -> str:
     assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
     output = result.stdout
     assert reports in output, output
-    losses = [float(v) for v in re.findall(r"\bloss (\S+)", output)]
+    losses = [float(v) for v in re.findall(r"step \d+/\d+ loss (\S+)", output)]
     assert losses and all(math.isfinite(v) and v > 0 for v in losses), output
     return output
 
