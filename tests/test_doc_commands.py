@@ -102,7 +102,7 @@ NOT_RUN_COMMANDS: list[tuple[str, str]] = [
     (r"^mkdocs (serve|build)\b", "the site: tests/test_docs.py builds it"),
 ]
 
-#: Commands that run once in a test session, on the first page that has them (they read and
+#: Commands that run once per pytest process, on the first page that has them (they read and
 #: write nothing of the page's own), and why.
 ONCE: dict[str, str] = {
     "syn2co-train demo": "the demo (a data set of 4,000 images and two kNN evaluations), the "
@@ -112,7 +112,7 @@ _ran_once: set[str] = set()
 
 #: Pages whose commands are not run, and why.
 NOT_RUN_PAGES: dict[str, str] = {
-    "docs/benchmarks.md": "the benchmarks' own commands: minutes to hours each, GPU sessions; "
+    "docs/benchmarks.md": "the benchmarks' own commands: minutes to hours each, some on a GPU; "
     "every result on the page gives the command that measured it",
     "docs/trainer/reproducing.md": "the papers' full runs (ImageNet-1K and ImageNet-100 "
     "recipes on 4 to 32 GPUs, a synthetic ImageNet-100 from a diffusion model)",
