@@ -3,10 +3,12 @@
 lightly's MoCo recipe (its projection head, momentum update, memory bank and MoCo v2
 transform) with one change: the loss. lightly's ``NTXentLoss(memory_bank_size=...)`` keeps the
 bank inside the loss; here lightly's ``MemoryBankModule`` holds it, and
-:func:`syn2co.losses.info_nce` takes the bank plus the synthetic negatives that
-:func:`syn2co.negatives.synthesize` makes from it (SynCo v2's counts)::
+:func:`syn2co.losses.info_nce` takes the bank plus the logits of the synthetic negatives that
+:func:`syn2co.negatives.synthetic_logits` makes from it (SynCo v2's counts). The bank module
+returns a copy of its rows from before this batch's keys, so updating it before ``backward()``
+is safe here::
 
-    pip install "syn2co[train,examples]"     # lightly, torchvision
+    pip install -e ".[train,examples]"     # from a clone: lightly, torchvision
     python examples/lightly_moco.py --data DIR --epochs 100
 
 ``DIR`` is an image folder (``DIR/<class>/<image>``, or images directly in ``DIR``).
@@ -29,7 +31,7 @@ from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 from syn2co.losses import info_nce
-from syn2co.negatives import SYNCO_V2, synthesize
+from syn2co.negatives import SYNCO_V2, synthetic_logits
 
 
 class MoCo(nn.Module):
@@ -97,10 +99,11 @@ def main(argv: list[str] | None = None) -> None:
             query = model(x_query.to(device))
             with torch.no_grad():
                 key = model.forward_momentum(x_key.to(device))
-            # lightly's bank returns its rows from before this batch's keys are added.
+            # lightly's bank returns a copy of its rows from before this batch's keys: the
+            # update does not touch what synthetic_logits' backward reads.
             key, negatives = bank(key, update=True)
-            extra = synthesize(query, negatives, spec, generator=gen)  # (B, 576, 128)
-            loss = info_nce(query, key, negatives, extra_negatives=extra, temperature=0.1)
+            extra = synthetic_logits(query, negatives, spec, generator=gen)  # (B, 576)
+            loss = info_nce(query, key, negatives, extra_similarity=extra, temperature=0.1)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

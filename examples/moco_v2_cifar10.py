@@ -2,9 +2,10 @@
 
 A complete, plain PyTorch loop: a CIFAR-sized ResNet-18, a momentum encoder, MoCo v2's
 augmentation, a queue of 4,096 keys (:class:`syn2co.queue.NegativeQueue`) and, on top of the
-queue, SynCo v1's 960 synthetic negatives per query (:func:`syn2co.negatives.synthesize` with
-``SYNCO_V1``) in the InfoNCE loss. After training it reports the weighted kNN accuracy on a
-validation folder, if one is given.
+queue, SynCo v1's 960 synthetic negatives per query in the InfoNCE loss, as their logits
+(:func:`syn2co.negatives.synthetic_logits` with ``SYNCO_V1``: the cosines, never the vectors).
+The queue is updated after ``backward()``, whose pass reads it. After training it reports the
+weighted kNN accuracy on a validation folder, if one is given.
 
 The data is any image folder, ``DIR/<class>/<image>``; CIFAR-10 as JPEG or PNG files in that
 layout works as it is::
@@ -12,7 +13,7 @@ layout works as it is::
     python examples/moco_v2_cifar10.py --data cifar10/train --val-data cifar10/test \\
         --epochs 200 --batch-size 256 --out moco_v2_synco.pt
 
-Needs ``torch`` and ``torchvision`` (``pip install "syn2co[train]"`` brings both).
+Needs ``torch`` and ``torchvision`` (``pip install -e ".[train]"`` from a clone brings both).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torchvision import datasets, models, transforms
 
 from syn2co import value_checks
 from syn2co.losses import info_nce
-from syn2co.negatives import SYNCO_V1, similarity, synthesize
+from syn2co.negatives import SYNCO_V1, similarity, synthetic_logits
 from syn2co.queue import NegativeQueue
 from syn2co.schedules import ActiveWindow, cosine_schedule
 
@@ -174,10 +175,12 @@ def main(argv: list[str] | None = None) -> None:
                 # One product with the queue, shared by the hard pool and the loss.
                 sim = similarity(q, queue.bank)
                 extra = None
-                if spec is not None and window.active(step):
-                    extra = synthesize(q, queue.bank, spec, similarity=sim.detach(), generator=gen)
+                if spec is not None and window.active(step):  # (B, 960) cosines
+                    extra = synthetic_logits(
+                        q, queue.bank, spec, similarity=sim.detach(), generator=gen
+                    )
                 loss = info_nce(
-                    q, k, negative_similarity=sim, extra_negatives=extra, temperature=0.2
+                    q, k, negative_similarity=sim, extra_similarity=extra, temperature=0.2
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             with torch.no_grad():  # momentum encoder, MoCo's m = 0.999
                 for pk, pq in zip(encoder_k.parameters(), encoder_q.parameters(), strict=True):
                     pk.mul_(0.999).add_(pq.detach(), alpha=0.001)
-            queue.enqueue(k)  # after the loss: a batch never sees its own keys
+            queue.enqueue(k)  # after backward, which reads the queue; never its own keys
             step += 1
             if step % 50 == 0 or step == total:
                 value = loss.item()

@@ -2,14 +2,16 @@
 
 SimCLR's NT-Xent (:func:`syn2co.losses.nt_xent`) treats the 2B embeddings of a batch's two views
 as anchors: each anchor's positive is the other view of its image, every other embedding is a
-negative. Here each anchor also meets synthetic negatives, made by
-:func:`syn2co.negatives.synthesize` from its hardest in-batch negatives (SynCo v2's six
-strategies), with the anchor itself and its positive excluded from its hard pool::
+negative. Here each anchor also meets synthetic negatives made from its hardest in-batch
+negatives (SynCo v2's six strategies), with the anchor itself and its positive excluded from its
+hard pool; :func:`syn2co.negatives.synthetic_logits` gives their cosines to the anchor, which
+the loss takes as ``extra_similarity``. SynCo v2's pool of 256 needs 2B - 2 >= 256, a batch of
+at least 129; smaller batches use all 2B - 2::
 
     python examples/simclr_synthetic_negatives.py --data DIR --epochs 100 --batch-size 256
 
 ``DIR`` is an image folder, ``DIR/<class>/<image>``. Needs ``torch`` and ``torchvision``
-(``pip install "syn2co[train]"`` brings both).
+(``pip install -e ".[train]"`` from a clone brings both).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 from torchvision import datasets, models, transforms
 
 from syn2co.losses import nt_xent, nt_xent_mask
-from syn2co.negatives import SYNCO_V2, synthesize
+from syn2co.negatives import SYNCO_V2, synthetic_logits
 
 
 class TwoViews:
@@ -108,9 +110,11 @@ def main(argv: list[str] | None = None) -> None:
             extra = None
             if spec is not None:
                 anchors = torch.cat([z1, z2])  # (2B, D), the order nt_xent uses
-                # The bank is the batch's own embeddings, as constants.
-                extra = synthesize(anchors, anchors.detach(), spec, exclude=exclude, generator=gen)
-            loss = nt_xent(z1, z2, extra_negatives=extra, temperature=args.temperature)
+                # The bank is the batch's own embeddings, as constants; (2B, M) cosines.
+                extra = synthetic_logits(
+                    anchors, anchors.detach(), spec, exclude=exclude, generator=gen
+                )
+            loss = nt_xent(z1, z2, extra_similarity=extra, temperature=args.temperature)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -12,8 +12,10 @@
 3. Every public module of ``syn2co`` has an API page, and ``scripts/make_figures.py`` still
    draws the figures the pages embed.
 4. The built site reads offline: no page or stylesheet loads a script, stylesheet, font, image
-   or frame from outside the site, every internal link and anchor resolves, and every formula
-   was rendered to MathML at build time (``scripts/mathml_hook.py``): no TeX is left in a page.
+   or frame from outside the site, no script holds an outside URL beyond the theme's known ones
+   and no page triggers those (the repository widget's API calls among them), every internal
+   link and anchor resolves, and every formula was rendered to MathML at build time
+   (``scripts/mathml_hook.py``): no TeX is left in a page.
 """
 
 from __future__ import annotations
@@ -561,10 +563,74 @@ def test_math_hook_renders_formulas_and_refuses_what_it_cannot() -> None:
         hook.tex_to_mathml("\\operatorname*{top-N}_n", display=True)
 
 
+# Every outside URL that the theme's shipped JavaScript holds outside its comments, with what a
+# built page must contain for the script to fetch it (None: no page content makes it fetch).
+# find_script_fetches fails on any other outside URL in a script, and on any page containing
+# one of these triggers: the site then reads offline, and asks no API anything.
+THEME_SCRIPT_URLS: dict[str, str | None] = {
+    # the repository widget (mkdocs.yml's repo_url): stars, forks and latest release
+    "https://api.github.com/": 'data-md-component="source"',
+    "https://${e}/api/v4/projects/": 'data-md-component="source"',  # the same for GitLab
+    # diagrams: the theme loads mermaid when a page holds one
+    "https://unpkg.com/mermaid": 'class="mermaid"',
+    # a polyfill loaded only by browsers without ResizeObserver (before 2020); no page content
+    "https://unpkg.com/resize-observer-polyfill": None,
+    # the search worker's message for an invalid query (console.warn), never fetched
+    "https://bit.ly/2s3ChXG": None,
+}
+_JS_BLOCK_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+_JS_LINE_COMMENT = re.compile(r"(?m)(^|[\s;{}(),])//[^\n]*")
+_JS_URL = re.compile(r"""https?://[^\s"'`)<>,\\]+""")
+
+
+def script_urls(js: str) -> set[str]:
+    """The outside URLs a script holds in its code (its comments, licences among them, left out)."""
+    code = _JS_LINE_COMMENT.sub(r"\1", _JS_BLOCK_COMMENT.sub("", js))
+    return set(_JS_URL.findall(code))
+
+
+def find_script_fetches(site: Path) -> list[str]:
+    """Outside URLs in the site's scripts that are not known theme URLs, and pages that make a
+    known theme URL fetch (see THEME_SCRIPT_URLS)."""
+    problems = []
+    for js in sorted(site.rglob("*.js")):
+        for url in sorted(script_urls(js.read_text("utf-8", errors="replace"))):
+            if not any(url.startswith(known) for known in THEME_SCRIPT_URLS):
+                problems.append(f"{js.relative_to(site).as_posix()}: {url}")
+    triggers = {t for t in THEME_SCRIPT_URLS.values() if t is not None}
+    for page in sorted(site.rglob("*.html")):
+        html = page.read_text("utf-8")
+        problems += [
+            f"{page.relative_to(site).as_posix()}: {t} makes the theme fetch from outside"
+            for t in sorted(triggers)
+            if t in html
+        ]
+    return problems
+
+
+def test_script_checks_catch_what_they_look_for(tmp_path: Path) -> None:
+    (tmp_path / "a.js").write_text(
+        "/*! lib | https://licence.example/ */ // https://comment.example/\n"
+        'let x=fetch("https://api.example.org/v1/stars");'
+        "let y=`https://api.github.com/repos/${e}/${t}`;",
+        encoding="utf-8",
+    )
+    (tmp_path / "index.html").write_text(
+        '<div data-md-component="source"></div><a href="https://github.com/x">x</a>',
+        encoding="utf-8",
+    )
+    assert find_script_fetches(tmp_path) == [
+        "a.js: https://api.example.org/v1/stars",
+        'index.html: data-md-component="source" makes the theme fetch from outside',
+    ]
+
+
 @pytest.mark.slow
 def test_site_loads_nothing_from_outside(site: Path) -> None:
-    problems = find_offline_problems(site)
+    problems = find_offline_problems(site) + find_script_fetches(site)
     assert not problems, "\n".join(problems)
+    home = scan_page((site / "index.html").read_text("utf-8"))
+    assert "https://github.com/syn2co/syn2co" in home.links, "the link to the repository"
 
 
 @pytest.mark.slow

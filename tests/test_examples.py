@@ -2,8 +2,9 @@
 
 Each script runs in its own process, as a user would start it, for a few steps with a small
 batch; the test checks that it trained with synthetic negatives (the count it reports) and that
-every loss it printed is a finite number. The lightly example needs the ``examples`` extra and
-is skipped where lightly is not installed.
+every loss it printed is a finite number. The lightly and pytorch-metric-learning examples need
+the ``examples`` extra and are skipped where their library is not installed; the latter must
+also print that pytorch-metric-learning's loss and gradient equal syn2co's.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def image_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 
 def _run(script: str, *args: str, reports: str) -> str:
     """Run an example with the tiny settings; it must report ``reports`` and finite losses."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    # the checkout first, then whatever this process sees (the skip conditions check it)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--steps", "3", "--batch-size", "8", *args],
         cwd=ROOT,
@@ -62,7 +65,7 @@ def _run(script: str, *args: str, reports: str) -> str:
     assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
     output = result.stdout
     assert reports in output, output
-    losses = [float(v) for v in re.findall(r"\bloss (\S+)", output)]
+    losses = [float(v) for v in re.findall(r"step \d+/\d+ loss (\S+)", output)]
     assert losses and all(math.isfinite(v) and v > 0 for v in losses), output
     return output
 
@@ -101,3 +104,51 @@ def test_simclr_example(image_folders: tuple[Path, Path]) -> None:
         *("--data", str(train), "--workers", "0"),
         reports="16 images, 3 steps of batch 8, synthetic negatives per anchor: 576",
     )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("pytorch_metric_learning") is None,
+    reason="needs pytorch-metric-learning",
+)
+def test_pml_example_gives_exactly_our_loss(image_folders: tuple[Path, Path]) -> None:
+    train, _ = image_folders
+    output = _run(
+        "pml_ntxent.py",
+        *("--data", str(train), "--queue-size", "256", "--workers", "0"),
+        reports="16 images, 3 steps of batch 8, synthetic negatives per query: 576",
+    )
+    match = re.search(
+        r"PML NT-Xent over the pairs (\S+), syn2co info_nce (\S+): loss differs by (\S+), "
+        r"gradient by at most (\S+); with labels instead: (\S+)",
+        output,
+    )
+    assert match, output
+    pml, ours, _, grad, labelled = (float(v.rstrip(",;")) for v in match.groups())
+    assert abs(pml - ours) < 1e-5 and grad < 1e-5
+    assert abs(labelled - ours) > 1e-3  # the labelled route is a different loss
+
+
+def test_make_shapes_folder(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [
+            *(sys.executable, str(EXAMPLES / "make_shapes_folder.py")),
+            *(str(tmp_path / "shapes"), "--train", "20", "--val", "10"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    train = sorted((tmp_path / "shapes" / "train").rglob("*.png"))
+    assert len(train) == 20 and len({p.parent.name for p in train}) == 10
+    assert len(list((tmp_path / "shapes" / "val").rglob("*.png"))) == 10
+
+
+def test_examples_page_shows_every_script() -> None:
+    page = (ROOT / "docs" / "examples.md").read_text(encoding="utf-8")
+    for script in sorted(EXAMPLES.glob("*.py")):
+        assert f'--8<-- "examples/{script.name}"' in page, f"docs/examples.md lacks {script.name}"
+    assert "_OUTPUT" not in page, "an output left to paste"

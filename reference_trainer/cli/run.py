@@ -81,15 +81,21 @@ def _run_parameters() -> list[inspect.Parameter]:
         registry = f.metadata.get("registry")  # methods, dataset formats
         if registry is not None:
             help_text += f" One of: {', '.join(_REGISTRIES[registry]())}."
-        if f.default is not None and not isinstance(f.default, bool):
-            help_text += f" [default: {f.default}]"
+        # The parameter's default is None (an option not given leaves the lower layers' value),
+        # so the field's default is shown explicitly; None means "decided by the method, preset
+        # or recipe", which the help text says.
+        shown: bool | str = False
+        if isinstance(f.default, bool):
+            shown = option if f.default else f"--no-{option[2:]}"
+        elif f.default is not None:
+            shown = str(f.default)
         params.append(
             inspect.Parameter(
                 f.name,
                 inspect.Parameter.KEYWORD_ONLY,
                 default=None,
                 annotation=Annotated[
-                    annotation, typer.Option(*decl, help=help_text, show_default=False)
+                    annotation, typer.Option(*decl, help=help_text, show_default=shown)
                 ],
             )
         )
