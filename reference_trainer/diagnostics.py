@@ -18,7 +18,7 @@ from syn2co.diagnostics import hardness_stats
 from syn2co.negatives import NegativeSpec
 from syn2co.samplers import REAL, SYNTHETIC
 
-from .methods import Direction
+from .methods import LossDirection
 
 __all__ = ["Source", "hardness", "tag_generated"]
 
@@ -38,7 +38,7 @@ def tag_generated(sources: Tensor, rows: int) -> Tensor:
 
 
 def hardness(
-    d: Direction,
+    d: LossDirection,
     spec: NegativeSpec | None,
     sources: Tensor | None,
     *,

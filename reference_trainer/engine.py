@@ -110,6 +110,7 @@ class StepResult:
     output: MethodOutput
     info: StepInfo
     sources: Tensor | None  # (B,) the batch's tags, generated rows included
+    hardness: dict[str, float]  # the step's hardness stats, when asked for (else empty)
 
 
 #: What a caller asks a run to be: a config (its values other than the defaults are what it
@@ -249,10 +250,19 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- one step
 
-    def train_step(self, view1: Tensor, view2: Tensor, sources: Tensor | None = None) -> StepResult:
+    def train_step(
+        self,
+        view1: Tensor,
+        view2: Tensor,
+        sources: Tensor | None = None,
+        *,
+        measure_hardness: bool = False,
+    ) -> StepResult:
         """One optimizer step on a batch of two views (B, 3, H, W) already on the device.
 
-        ``sources`` (B,) tags each image real (0) or synthetic (1) when mixing.
+        ``sources`` (B,) tags each image real (0) or synthetic (1) when mixing. With
+        ``measure_hardness`` the result holds the step's hardness stats, measured against the
+        banks the loss used, before they take this step's keys.
         """
         r, parts = self.plan, self.parts
         lr = cosine_schedule(
@@ -314,6 +324,8 @@ class Trainer:
         parts.scaler.update()
         if parts.target is not None:
             ema_update(parts.target, parts.online.encoder, momentum)
+        # The banks are views of the queues: measure them before this step's keys enter.
+        stats = self._hardness(out, sources) if measure_hardness else {}
         # Generated rows follow the real ones; keep them out of the banks if asked.
         kept = view1.shape[0] if self.cfg.generator_keys_enqueued else real_rows
         parts.method.update(embeddings.rows(kept), None if sources is None else sources[:kept])
@@ -325,14 +337,15 @@ class Trainer:
                 lambda images: encoder((images,))[0], real_view, self.step, encoder=encoder
             )
         self.step += 1
-        return StepResult(out.loss.detach(), out, StepInfo(lr, momentum, negatives_active), sources)
+        info = StepInfo(lr, momentum, negatives_active)
+        return StepResult(out.loss.detach(), out, info, sources, stats)
 
-    def hardness(self, result: StepResult) -> dict[str, float]:
+    def _hardness(self, output: MethodOutput, sources: Tensor | None) -> dict[str, float]:
         """Hardness stats of the step's first loss direction (see ``diagnostics.hardness``)."""
         return hardness(
-            result.output.directions[0],
+            output.directions[0],
             self.spec,
-            result.sources,
+            sources,
             generated=self.parts.learned_generators is not None,
         )
 
@@ -349,7 +362,10 @@ class Trainer:
                     *(f"{k}: {v}  ({how})" for k, (v, how) in self.plan.derivations().items()),
                 ]
             )
-            save_config(cfg, self.run_dir / "config.yaml", header=header)
+            # resume and stop_at describe this invocation, not the run: a config file read
+            # back with --config starts the same run afresh
+            invocation = {"resume": None, "stop_at": None}
+            save_config(cfg.updated(invocation), self.run_dir / "config.yaml", header=header)
             self._describe()
         logger = MetricsLogger(self.run_dir, enabled=self.main, resumed_step=self.step)
         stop = StopRequest()
@@ -423,9 +439,10 @@ class Trainer:
                 mixed = self.data.mixing or generators is not None
                 sources = batch.sources if mixed else None
                 try:
-                    result = self.train_step(v1, v2, sources)
-                    due = self.step % cfg.hardness_every == 0 or self.step == 1
-                    stats = self.hardness(result) if due else {}
+                    # the step about to run is number self.step + 1
+                    due = (self.step + 1) % cfg.hardness_every == 0 or self.step == 0
+                    result = self.train_step(v1, v2, sources, measure_hardness=due)
+                    stats = result.hardness
                     if due and generators is not None:
                         stats |= {k: float(v) for k, v in generators.metrics.items()}
                     if (

@@ -173,3 +173,18 @@ def test_a_run_sized_in_images_seen_does_the_same_work_on_any_data() -> None:
     assert plan_run(epochs, train_size=640).total_steps == 16  # and it wins over --epochs
     with pytest.raises(ConfigError, match="--images-seen 10 is less than one step"):
         plan_run(resolve_options([Layer("f", {"images_seen": 10})]), train_size=640)
+
+
+def test_the_config_of_a_resumed_run_starts_a_new_run(tmp_path: Path) -> None:
+    """config.yaml leaves out what one invocation asked for (--resume, --stop-at)."""
+    runner = CliRunner()
+    run = tmp_path / "run"
+    args = [*tiny_run(run, "--steps", "2", "--warmup-steps", "0")]
+    assert runner.invoke(app, [*args, "--stop-at", "1"]).exit_code == 0
+    assert runner.invoke(app, [*args, "--resume", str(run)]).exit_code == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["resume"] is None and saved["stop_at"] is None
+    again = tmp_path / "again"
+    result = runner.invoke(app, ["run", "--config", str(run / "config.yaml"), "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((again / "config.yaml").read_text())["steps"] == 2
