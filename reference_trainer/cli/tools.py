@@ -166,7 +166,8 @@ def synth_cmd(
         typer.Option(
             help="templates: the class name in CLIP-style templates; fake-it: 'name, WordNet "
             "hypernym inside Places365 scene' with guidance 2.0, as in Fake it till you make "
-            "it (needs --classes-from imagenet100)."
+            "it (needs classes named by ImageNet-100 WordNet ids: --classes-from imagenet100, "
+            "or an image folder or --classes list of such ids)."
         ),
     ] = "templates",
     kind: Annotated[
