@@ -89,11 +89,19 @@ def reads_values(*tensors: Tensor) -> bool:
     return _value_checks and not tracing() and all(has_data(t) for t in tensors)
 
 
+def host_readable(*tensors: Tensor) -> bool:
+    """Whether reading these tensors' values costs nothing: CPU tensors with data, outside a
+    compiled graph. Not a value check (the setting of :func:`set_value_checks` does not
+    matter): a shortcut that reading a CPU tensor allows, where on an accelerator the same
+    decision would wait for the device."""
+    return not tracing() and all(t.device.type == "cpu" and has_data(t) for t in tensors)
+
+
 def may_be_true(mask: Tensor) -> bool:
-    """False only when ``mask`` is known to hold no True entry: read (one synchronisation)
-    where values may be read (:func:`reads_values`); assumed True otherwise, while compiling or
-    with value checks off, so that no branch depends on data and nothing synchronises."""
-    if not reads_values(mask):
+    """False only when ``mask`` is known to hold no True entry: read where that is free
+    (:func:`host_readable`), assumed True otherwise (on an accelerator, while compiling), so
+    that no branch on data synchronises with a device or breaks a graph."""
+    if not host_readable(mask):
         return True
     return bool(mask.any())
 

@@ -44,14 +44,28 @@ def _draw_all(
 ) -> list[_Draw]:
     """Every active strategy's draws, in registry order. ``shape`` is (B, N, D); with
     ``keep_state``, the generator's state before each vector draw is kept (to draw it again)."""
+    return [
+        _draw_one(strategy, count, spec, shape, gen, device, keep_state=keep_state)
+        for strategy, count in _active(spec)
+    ]
+
+
+def _draw_one(
+    strategy: Strategy,
+    count: int,
+    spec: NegativeSpec,
+    shape: tuple[int, int, int],
+    gen: torch.Generator | None,
+    device: torch.device,
+    *,
+    keep_state: bool = False,
+) -> _Draw:
+    """One strategy's draws (see :func:`_draw_all`)."""
     b, n_pool, d = shape
-    out = []
-    for strategy, count in _active(spec):
-        pos = _random.randint(n_pool, (b, strategy.picks * count), gen, device)
-        state = _random.rng_state(gen, device) if keep_state and strategy.draws_vectors else None
-        drawn = strategy.draw(spec, (b, count, d), gen, device)
-        out.append(_Draw(strategy, count, pos, drawn, state))
-    return out
+    pos = _random.randint(n_pool, (b, strategy.picks * count), gen, device)
+    state = _random.rng_state(gen, device) if keep_state and strategy.draws_vectors else None
+    drawn = strategy.draw(spec, (b, count, d), gen, device)
+    return _Draw(strategy, count, pos, drawn, state)
 
 
 def _split(pos: Tensor, count: int) -> tuple[Tensor, ...]:

@@ -135,9 +135,10 @@ def hardest(
     """
     pool = _hard_pool(query, bank, n_hard, exclude, similarity)
     rows = _bank_rows(bank, pool.unit_bank, pool.indices)(None)
-    positions = torch.arange(n_hard, device=rows.device)
-    kept = (positions < pool.usable)[:, :, None]
-    return torch.where(kept, rows, torch.zeros((), device=rows.device)).to(query.dtype)
+    if pool.usable is not None:
+        kept = (torch.arange(n_hard, device=rows.device) < pool.usable)[:, :, None]
+        rows = torch.where(kept, rows, torch.zeros((), device=rows.device))
+    return rows.to(query.dtype)
 
 
 def positive_mask(
@@ -231,19 +232,19 @@ class _Selection(NamedTuple):
     """A hard pool: which bank rows, how many of them are usable, the unit bank if computed."""
 
     indices: Tensor  # (B, N) long: the top N by similarity, unusable entries last
-    usable: Tensor  # (B, 1) long: how many of the N are usable (0 to N)
+    # (B, 1) long: how many of the N are usable (0 to N); None when all N are, for every query
+    # (known where value checks read the data; then nothing needs folding)
+    usable: Tensor | None
     unit_bank: Tensor | None  # (K, D) or (B, K, D) float32 unit rows, when computed
 
     def sanitized(self) -> Tensor:
         """The indices with every unusable entry replaced by the hardest one, (B, N): rows that
         are all usable and finite for every query with a usable row, so a pass over the whole
         pool never meets a zero or non-finite row there."""
+        if self.usable is None:
+            return self.indices
         positions = torch.arange(self.indices.shape[1], device=self.indices.device)
         return torch.where(positions < self.usable, self.indices, self.indices[:, :1])
-
-    def no_usable_row(self) -> Tensor:
-        """(B, 1) bool: queries whose pool has no usable row (their picks stand for ``-q``)."""
-        return self.usable == 0
 
 
 def usable_rows(norms: Tensor) -> Tensor:
@@ -280,12 +281,20 @@ def _select(
             sim = _similarity(_unit(query), unit_bank)
         else:
             sim = similarity.detach().float()
-        unusable = ~usable_rows(norms)
-        if exclude is not None:
-            unusable = unusable | exclude
+        unusable = ~usable_rows(norms)  # (K,) or (B, K)
         low = torch.finfo(sim.dtype).min
-        top = sim.masked_fill(unusable, low).topk(n_hard, dim=1, sorted=True)
+        if exclude is None and chk.host_readable(unusable):
+            # on a CPU, the usual case, no unusable row among the top N, needs no masked copy
+            # of the (B, K) similarities (64 MiB at B=256, K=65536); on an accelerator the
+            # copy is cheap and finding out would wait for the device
+            top = sim.topk(n_hard, dim=1, sorted=True)
+            if not bool(unusable.expand_as(sim).gather(1, top.indices).any()):
+                return _Selection(top.indices, None, unit_bank)
+        masked = unusable if exclude is None else unusable | exclude
+        top = sim.masked_fill(masked, low).topk(n_hard, dim=1, sorted=True)
         usable = (top.values > low).sum(dim=1, keepdim=True)
+        if not chk.may_be_true(usable < n_hard):
+            return _Selection(top.indices, None, unit_bank)
         return _Selection(top.indices, usable, unit_bank)
 
 

@@ -16,7 +16,7 @@ from torch.autograd.function import once_differentiable
 
 from syn2co import _checks as chk
 from syn2co._precision import autocast_off
-from syn2co.negatives._draws import _active, _draw_all, _split
+from syn2co.negatives._draws import _active, _draw_one, _split
 from syn2co.negatives._pool import _check_pool_args, _Pool, _select, fold
 from syn2co.negatives.spec import NegativeSpec, _check_spec
 from syn2co.negatives.strategy import InnerProducts, _absent, _redraw
@@ -128,26 +128,17 @@ def synthetic_logits(
         if spec.total == 0:
             return q[:, :0]
         pool = _select(query, bank, spec.n_hard, exclude, similarity)
-        b, d = q.shape
-        draws = _draw_all(spec, (b, spec.n_hard, d), gen, q.device, keep_state=True)
-        flat: list[Tensor | None] = []
-        for draw in draws:
-            state = None if draw.state is None else draw.state[1]
-            flat += [fold(draw.positions, pool.usable), draw.drawn, state]
-        wheres = tuple(None if draw.state is None else draw.state[0] for draw in draws)
-        del draws  # the noise goes with the forward pass that reduces it
-        out = _SyntheticLogits.apply(
-            q, bank.detach(), pool.sanitized(), pool.usable == 0, spec, wheres, *flat
-        )
+        out = _SyntheticLogits.apply(q, bank.detach(), pool.sanitized(), pool.usable, spec, gen)
     return cast(Tensor, out)
 
 
 class _SyntheticLogits(torch.autograd.Function):
     """Logits of the synthetic negatives from inner products; backward as the detached path.
 
-    Takes the draws made beforehand, per active strategy: pool positions (B, picks * c), the
-    strategy's draw (or None) and, for a vector draw, the generator's state before it (whose
-    device is in ``wheres``), from which the backward pass draws the vectors again.
+    Draws each strategy's pool positions (folded onto the ``usable`` entries, (B, 1), unless
+    all N are) and coefficients or vectors right before using them, so type 4's noise is the
+    only (B, c, D) tensor alive while it is reduced; keeps, for a vector draw, the generator's
+    state before it, from which the backward pass draws the vectors again.
     """
 
     @staticmethod
@@ -156,15 +147,16 @@ class _SyntheticLogits(torch.autograd.Function):
         q: Tensor,
         bank: Tensor,
         idx: Tensor,
-        antipodal: Tensor,
+        usable: Tensor | None,
         spec: NegativeSpec,
-        wheres: tuple[torch.device | None, ...],
-        *draws: Tensor | None,
+        gen: torch.Generator | None,
     ) -> Tensor:
-        b = q.shape[0]
+        b, d = q.shape
         parts = _active(spec)
         n_picks = sum(strategy.picks * count for strategy, count in parts)
         pool = _Pool(q, bank, idx)
+        # queries without a usable row: their picks stand for -q
+        antipodal = None if usable is None else usable == 0
         logits, on_query, on_sign = (q.new_zeros((b, spec.total)) for _ in range(3))
         # Every pick's pool position, its weight in its sample and that sample's column.
         positions = idx.new_empty((b, n_picks), dtype=torch.int32)  # int64 in backward
@@ -173,12 +165,14 @@ class _SyntheticLogits(torch.autograd.Function):
         redraw, on_drawn, states = [], [], []  # vector draws: drawn again in backward
         start = p = 0
         for i, (strategy, count) in enumerate(parts):
-            pos, drawn, state = draws[3 * i : 3 * i + 3]
-            assert pos is not None
+            draw = _draw_one(
+                strategy, count, spec, (b, idx.shape[1], d), gen, q.device, keep_state=True
+            )
             end = start + count
-            picks = _split(pos, count)
-            products = InnerProducts(pool, picks, drawn, count, antipodal)
-            u = products.unit(strategy.combination(products, drawn, spec))
+            positions_drawn = draw.positions if usable is None else fold(draw.positions, usable)
+            picks = _split(positions_drawn, count)
+            products = InnerProducts(pool, picks, draw.drawn, count, antipodal)
+            u = products.unit(strategy.combination(products, draw.drawn, spec))
             logits[:, start:end] = products.query_dot(u)
             on_query[:, start:end] = u.query
             on_sign[:, start:end] = u.sign
@@ -189,14 +183,16 @@ class _SyntheticLogits(torch.autograd.Function):
                     weights[:, p : p + count] = u.picks[g]
                 p += count
             if not _absent(u.drawn):
-                if state is None:
+                if draw.state is None:
                     raise ValueError(
                         f"strategy {strategy.name!r}: its combination weighs the drawn vectors, "
                         "so it must be registered with draws_vectors=True"
                     )
-                redraw.append((i, start, count, wheres[i]))
+                where, state = draw.state
+                redraw.append((i, start, count, where))
                 on_drawn.append(torch.as_tensor(u.drawn).to(q.dtype).expand(b, count))
                 states.append(state)
+            del draw, positions_drawn, picks, pick, products, u  # noise goes before next draw
             start = end
         ctx.save_for_backward(
             q, bank, idx, antipodal, pool.norms, positions, weights, columns, on_query, on_sign,
@@ -222,10 +218,9 @@ class _SyntheticLogits(torch.autograd.Function):
             out = out + (g * on_sign).sum(dim=1, keepdim=True) * pool.sign
             on_rows = torch.zeros_like(idx, dtype=q.dtype)
             on_rows.scatter_add_(1, positions.long(), g[:, columns] * weights)
-            # a query without a usable row picked -q everywhere: its rows are not negatives
-            rows = torch.where(
-                antipodal, -on_rows.sum(dim=1, keepdim=True) * q, pool.weighted_sum(on_rows)
-            )
+            rows = pool.weighted_sum(on_rows)
+            if antipodal is not None:  # a query without a usable row picked -q everywhere
+                rows = torch.where(antipodal, -on_rows.sum(dim=1, keepdim=True) * q, rows)
             out = out + rows
             for (i, start, count, where), weight, state in zip(
                 ctx.redraw, on_drawn, states, strict=True
@@ -235,4 +230,4 @@ class _SyntheticLogits(torch.autograd.Function):
                 drawn = _redraw(strategy, ctx.spec, (b, count, d), (where, state), q.device)
                 weight = g[:, start : start + count] * weight
                 out = out + torch.einsum("bc,bcd->bd", weight, drawn)
-        return (out, *([None] * (5 + 3 * len(parts))))
+        return out, None, None, None, None, None

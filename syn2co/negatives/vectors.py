@@ -276,8 +276,6 @@ def synthesize(
     the first step) draws from ``-q``. Dtypes, gradients and ``torch.compile`` as for
     :func:`synthetic_logits`: float32 arithmetic (float64 inputs rounded to it), the samples
     returned in the query's dtype; one graph under ``torch.compile`` with the eager draws.
-    With value checks on, finding queries without a usable row reads one flag (one more
-    synchronisation on a GPU).
 
     Args:
         query: Queries of shape (B, D).
@@ -325,24 +323,28 @@ def _generate(
     n_pool: int,
     spec: NegativeSpec,
     gen: torch.Generator | None,
-    usable: Tensor,
+    usable: Tensor | None,
     order: Tensor | None = None,
 ) -> Tensor:
     """All the spec's samples, (B, M, D), float32, unit norm.
 
-    ``usable`` (B, 1): how many pool entries of each query are usable; the drawn positions are
-    folded onto them (:func:`fold`), through ``order`` (B, N), the pool positions with the usable
-    ones first, when they are not already first. A query without a usable entry has ``-q`` for
-    every pick."""
+    ``usable`` (B, 1): how many pool entries of each query are usable (None: all N); the drawn
+    positions are folded onto them (:func:`fold`), through ``order`` (B, N), the pool positions
+    with the usable ones first, when they are not already first. A query without a usable entry
+    has ``-q`` for every pick."""
     b, d = q.shape
     draws = _draw_all(spec, (b, n_pool, d), gen, q.device)
     out = q.new_empty((b, spec.total, d))
     if not draws:
         return out
-    positions = fold(torch.cat([draw.positions for draw in draws], dim=1), usable)
-    if order is not None:
-        positions = order.gather(1, positions)
-    picks = _antipodes(rows(positions), q, usable == 0)
+    positions = torch.cat([draw.positions for draw in draws], dim=1)
+    if usable is None:
+        picks = rows(positions)
+    else:
+        positions = fold(positions, usable)
+        if order is not None:
+            positions = order.gather(1, positions)
+        picks = _antipodes(rows(positions), q, usable == 0)
     firsts = []
     o = p = 0
     for draw in draws:
@@ -401,12 +403,15 @@ def _from_pool(
 
     with torch.no_grad():
         usable = usable_rows(torch.linalg.vector_norm(hard.detach().float(), dim=-1))  # (B, N)
-        count = usable.sum(dim=1, keepdim=True)
-        # the pool positions, usable ones first, each group in its own order
-        order = torch.sort((~usable).to(torch.uint8), dim=1, stable=True).indices
+        in_pool: Tensor | None = None  # None: every row of every query usable
+        order = None
+        if chk.may_be_true(~usable):
+            in_pool = usable.sum(dim=1, keepdim=True)
+            # the pool positions, usable ones first, each group in its own order
+            order = torch.sort((~usable).to(torch.uint8), dim=1, stable=True).indices
 
     def rows(pos: Tensor) -> Tensor:
         return _unit(hard.gather(1, pos[:, :, None].expand(-1, -1, d)))
 
-    out = _generate(_unit(query), rows, hard.shape[1], spec, gen, count, order)
+    out = _generate(_unit(query), rows, hard.shape[1], spec, gen, in_pool, order)
     return out.to(query.dtype)
