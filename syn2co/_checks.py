@@ -73,6 +73,39 @@ def tracing() -> bool:
     return bool(torch.compiler.is_compiling())
 
 
+def has_data(t: Tensor) -> bool:
+    """False for tensors without values to read: on the meta device, or fake (as
+    ``torch.compile`` and ``FakeTensorMode`` propagate shapes with)."""
+    if t.device.type == "meta":
+        return False
+    from torch._subclasses.fake_tensor import is_fake
+
+    return not is_fake(t)
+
+
+def reads_values(*tensors: Tensor) -> bool:
+    """Whether a value check may read these tensors now: value checks on, not compiling, and
+    every tensor has data (:func:`has_data`)."""
+    return _value_checks and not tracing() and all(has_data(t) for t in tensors)
+
+
+def host_readable(*tensors: Tensor) -> bool:
+    """Whether reading these tensors' values costs nothing: CPU tensors with data, outside a
+    compiled graph. Not a value check (the setting of :func:`set_value_checks` does not
+    matter): a shortcut that reading a CPU tensor allows, where on an accelerator the same
+    decision would wait for the device."""
+    return not tracing() and all(t.device.type == "cpu" and has_data(t) for t in tensors)
+
+
+def may_be_true(mask: Tensor) -> bool:
+    """False only when ``mask`` is known to hold no True entry: read where that is free
+    (:func:`host_readable`), assumed True otherwise (on an accelerator, while compiling), so
+    that no branch on data synchronises with a device or breaks a graph."""
+    if not host_readable(mask):
+        return True
+    return bool(mask.any())
+
+
 def check_tensor(name: str, value: object) -> Tensor:
     """The value must be a tensor."""
     if not isinstance(value, Tensor):
@@ -131,15 +164,14 @@ def check_embeddings(
 
 
 def all_finite(*tensors: Tensor | None) -> bool:
-    """True when no tensor holds NaN or inf, or when value checks are off or compiling.
+    """True when no tensor holds NaN or inf, or when value checks are off, compiling or the
+    tensors have no data (meta or fake tensors: see :func:`has_data`).
 
     One min/max reduction per tensor (NaN propagates to both, an infinity shows in one; on a
     CPU many times faster than an inf-norm) and a single synchronisation for all of them.
     """
-    if not _value_checks or tracing():
-        return True
     present = [t for t in tensors if t is not None and t.numel() > 0]
-    if not present:
+    if not present or not reads_values(*present):
         return True
     device = present[0].device
     ends = [end.float().to(device) for t in present for end in torch.aminmax(t.detach())]
@@ -200,6 +232,12 @@ def check_int(name: str, value: object, *, minimum: int = 0) -> int:
     return number
 
 
+def _finite(v: float) -> bool:
+    """``math.isfinite`` by comparisons, which dynamo also traces for a symbolic float (a
+    number ``torch.compile(dynamic=True)`` does not specialise on)."""
+    return -math.inf < v < math.inf
+
+
 def check_number(
     name: str,
     value: object,
@@ -216,7 +254,7 @@ def check_number(
     lo = "(" if low_open else "["
     hi = ")" if high_open else "]"
     interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-    if not math.isfinite(v):
+    if not _finite(v):
         raise ValueError(f"{name}: expected a finite number in {interval}, got {value}")
     below = low is not None and (v <= low if low_open else v < low)
     above = high is not None and (v >= high if high_open else v > high)
@@ -237,12 +275,7 @@ def check_range(
         raise TypeError(f"{name}: expected a pair of numbers (lo, hi), got {value!r}")
     lo, hi = float(value[0]), float(value[1])
     top = "inf" if high is None else str(high)
-    if (
-        not (math.isfinite(lo) and math.isfinite(hi))
-        or lo < low
-        or hi < lo
-        or (high is not None and hi > high)
-    ):
+    if not (_finite(lo) and _finite(hi)) or lo < low or hi < lo or (high is not None and hi > high):
         raise ValueError(
             f"{name}: expected {low} <= lo <= hi <= {top}, got ({value[0]}, {value[1]})"
         )

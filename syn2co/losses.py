@@ -33,10 +33,15 @@ One contract for every loss:
   as ``log_tau.exp()``.
 
 Numerics: embeddings are L2-normalised and logits computed in float32 with autocast disabled,
-whatever the input dtype; the loss is a ``cross_entropy`` or ``logsumexp`` of those logits,
-never exp followed by log; masked logits hold the float32 minimum, never ``-inf``. Keys and
-negatives are constants except in :func:`nt_xent`, where every embedding carries gradient as in
-SimCLR.
+whatever the input dtype (float16, bfloat16, float32 or float64: float64 inputs are rounded to
+float32, and the loss is float32); the loss is a ``cross_entropy`` or ``logsumexp`` of those
+logits, never exp followed by log; masked logits hold the float32 minimum, never ``-inf``. Keys
+and negatives are constants except in :func:`nt_xent`, where every embedding carries gradient as
+in SimCLR.
+
+``torch.compile`` traces every loss into one graph, with the synthetic negatives of
+:mod:`syn2co.negatives` as vectors or as similarities (see there): no value check reads data
+while compiling. On the meta device the losses run and return meta tensors of the right shape.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from torch import Tensor, nn
 from syn2co import _checks as chk
 from syn2co import distributed
 from syn2co._checks import NonFiniteError
+from syn2co._precision import autocast_off
 from syn2co.distributed import Gathered
 from syn2co.negatives import positive_mask
 
@@ -291,7 +297,7 @@ def moco_v3_loss(
     m = _check_extra(_INFO_NCE_NAMES, query, b, extra_negatives, extra_similarity)
     _check_some_negatives(total - 1 + m, "key")
     labels = torch.arange(b, device=query.device) + offset
-    with torch.autocast(device_type=query.device.type, enabled=False):
+    with autocast_off(query.device):
         q = F.normalize(query.float(), dim=-1)
         if negative_similarity is not None:
             sim = negative_similarity.float()
@@ -313,7 +319,7 @@ def moco_v3_loss(
         ("extra_negatives", extra_negatives),
         ("extra_similarity", extra_similarity),
     )
-    with torch.autocast(device_type=query.device.type, enabled=False):
+    with autocast_off(query.device):
         loss = _contrastive(pos, negative, tau, tau_plus, beta) * (2.0 * tau)
     return _reduce(loss, reduction)
 
@@ -520,7 +526,7 @@ def nt_xent(
         embeddings = distributed.gather_rows(raw, grad=True)
     idx = torch.arange(a, device=z1.device)
     labels = offset + (idx + b) % a
-    with torch.autocast(device_type=z1.device.type, enabled=False):
+    with autocast_off(z1.device):
         anchors = F.normalize(raw.float(), dim=-1)
         if negative_similarity is not None:
             sim = negative_similarity.float()
@@ -543,7 +549,7 @@ def nt_xent(
         ("extra_negatives", extra_negatives),
         ("extra_similarity", extra_similarity),
     )
-    with torch.autocast(device_type=z1.device.type, enabled=False):
+    with autocast_off(z1.device):
         loss = F.cross_entropy(logits, labels, reduction="none")
     return _reduce(loss, reduction)
 
@@ -613,7 +619,7 @@ def pairwise_cosine(x: Tensor, y: Tensor) -> Tensor:
     chk.check_embeddings("x", x, "(N, D)")
     chk.check_embeddings("y", y, "(M, D)", dim=x.shape[1])
     chk.check_same_device("y", y, "x", x)
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with autocast_off(x.device):
         return F.normalize(x.float(), dim=-1) @ F.normalize(y.float(), dim=-1).T
 
 
@@ -929,7 +935,7 @@ def _info_nce_rows(
         k = negatives.shape[-2]
     m = _check_extra(names, query, b, extra_negatives, extra_similarity)
     _check_some_negatives(k + m, names["negatives"])
-    with torch.autocast(device_type=query.device.type, enabled=False):
+    with autocast_off(query.device):
         q = F.normalize(query.float(), dim=-1)
         pos = (q * F.normalize(positive.float(), dim=-1)).sum(dim=-1)
         if negative_similarity is not None:
@@ -956,7 +962,7 @@ def _info_nce_rows(
             )
         ),
     )
-    with torch.autocast(device_type=query.device.type, enabled=False):
+    with autocast_off(query.device):
         return _contrastive(pos, negative, tau, tau_plus, beta)
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from syn2co import _checks as chk
+from syn2co._precision import autocast_off
 from syn2co.losses import info_nce
 from syn2co.schedules import cosine_schedule, linear_schedule
 
@@ -77,7 +78,7 @@ def in_batch_info_nce(
             f"encoder_out_a: expected shape (B, D) with B >= 2 (in-batch negatives), got ({b}, {d})"
         )
     chk.check_number("temperature", temperature, low=0.0, low_open=True)
-    with torch.autocast(device_type=encoder_out_a.device.type, enabled=False):
+    with autocast_off(encoder_out_a.device):
         a = F.normalize(encoder_out_a.float(), dim=-1)
         k = F.normalize(encoder_out_b.float(), dim=-1)
         off = ~torch.eye(b, dtype=torch.bool, device=a.device)
@@ -159,7 +160,7 @@ def feature_matching_loss(
             f"(or covariance_weight=0), got {min(n, m)}"
         )
     chk.check_finite(("fake_features", fake), ("real_features", real))
-    with torch.autocast(device_type=fake.device.type, enabled=False):
+    with autocast_off(fake.device):
         x = fake.float().reshape(n, -1)
         y = real.detach().float().reshape(m, -1)
         f = x.shape[1]
@@ -395,7 +396,7 @@ def _cosines(a: Tensor, b: Tensor) -> Tensor:
     chk.check_embeddings("encoder_out_b", b, "(B, D)", dim=d, sizes={0: ("B", n)})
     chk.check_same_device("encoder_out_b", b, "encoder_out_a", a)
     chk.check_finite(("encoder_out_a", a), ("encoder_out_b", b))
-    with torch.autocast(device_type=a.device.type, enabled=False):
+    with autocast_off(a.device):
         return F.cosine_similarity(a.float(), b.float(), dim=-1)
 
 

@@ -46,7 +46,51 @@ then ``q . n``.
 **Non-finite inputs.** Every input is checked whole before anything is drawn: the query, the
 bank (or the pool given to a strategy function) and the similarities. A NaN or infinite entry
 anywhere raises :class:`syn2co.NonFiniteError` naming the argument, whichever rows the draw
-would have picked.
+would have picked (unless value checks are off, or under ``torch.compile``, which reads no
+values: see below).
+
+**Degenerate banks.** A bank row is usable when its norm is finite and above 1e-12 (the eps
+of the normalisation); rows of zero norm (a zero-initialised MoCo queue before it fills) and
+rows with NaN or infinite entries are never negatives, with the same rule on every path
+(:func:`synthesize`, :func:`synthetic_logits`, the strategy functions on :func:`hardest`'s
+pool), eager or compiled:
+
+* they rank after every usable row (as ``exclude``-d entries do), so a query's hard pool is its
+  N most similar usable rows; where fewer than N are usable, :func:`hardest` returns zero
+  vectors for the rest;
+* the pool positions are drawn as always, uniformly in [0, N), and a position past the query's
+  n usable entries is folded onto them (``position mod n``); with n < N each usable entry is
+  then drawn with a probability within a factor ``ceil(N/n) / floor(N/n)`` of uniform, and a
+  full pool draws exactly what it drew before;
+* a query with no usable row at all (an all-zero queue at the first step) has ``-q`` for every
+  pick: its samples are ``-q`` itself for types 1, 2, 3 and 5 and lie near it for 4 and 6, the
+  easiest negatives there are (cosine about -1: each adds about ``exp(-1/tau)`` to the loss's
+  denominator), so the step runs and such a query has in effect no synthetic negatives, never
+  copies of itself nor vectors of norm 0.
+
+**Dtypes.** Inputs may be float16, bfloat16, float32 or float64. The arithmetic is float32,
+outside any autocast region, whatever the input dtype: float64 inputs are rounded to float32,
+so no function here gains float64 precision from them. Similarities and :func:`synthetic_logits`
+are float32; the vectors (:func:`synthesize`, the strategy functions, :func:`hardest`) come back
+in the query's dtype and device; a query's gradient in its own dtype.
+
+**Gradients.** The synthetic negatives are constants: the gradient to the query is that of
+``norm(q) . s`` with every sample ``s`` held fixed. ``torch.autograd.gradcheck`` of
+:func:`synthetic_logits` (or of a loss on :func:`synthesize`) therefore fails by design: types
+1, 2 and 5 are built from ``q`` (interpolation, extrapolation, the ascent step) and type 6 from
+``sign(q)``, so their samples move with ``q`` in a finite difference while the gradient holds
+them fixed; the hard pool (a top N) can change under a finite difference (pass ``similarity``
+to fix it); and the arithmetic is float32. What holds, and is tested: with the same draws,
+the gradient equals autograd's through ``norm(q) . s.detach()``.
+
+**torch.compile.** Every function here and the losses of :mod:`syn2co.losses` trace into one
+graph (no graph break, any preset, ``generator=None`` or a ``torch.Generator``, ``dynamic``
+or not). The random draws are the eager ones: custom operators (``torch.ops.syn2co.*``) make
+them at run time from the same generator, in the same order, so a compiled step returns the
+eager values and leaves the generator in the eager state. Dynamo specialises on a generator
+object's identity: keep one per stream, as a training loop does. No value is read while
+compiling (no NaN check, no branch on data). On the meta device every function runs, drawing
+nothing: the outputs have the right shapes.
 """
 
 from __future__ import annotations

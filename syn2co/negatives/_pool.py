@@ -9,18 +9,25 @@ checks of a pool selection's arguments, and the pool's rows: gathered as unit ve
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Final, cast
+from typing import Final, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from syn2co import _checks as chk
+from syn2co._precision import autocast_off
 
 __all__ = ["hardest", "hardest_indices", "positive_mask", "similarity"]
 
 # Rows gathered at a time by synthetic_logits: (B, chunk, D) blocks of about 1 MB in float32.
 _CHUNK_ELEMENTS: Final = 1 << 18
+
+# Blocks per pass over the pool in a compiled graph.
+_TRACED_BLOCKS: Final = 4
+
+# The eps of every normalisation: a row no longer than this is not a direction.
+_NORM_EPS: Final = 1e-12
 
 
 def similarity(query: Tensor, bank: Tensor) -> Tensor:
@@ -52,7 +59,7 @@ def similarity(query: Tensor, bank: Tensor) -> Tensor:
 
 def _similarity(q: Tensor, bank: Tensor) -> Tensor:
     """(B, D) x (K, D) or (B, K, D) -> (B, K), float32, outside any autocast region."""
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with autocast_off(q.device):
         if bank.ndim == 2:
             return q @ bank.T
         return torch.einsum("bd,bkd->bk", q, bank)
@@ -67,6 +74,10 @@ def hardest_indices(
     similarity: Tensor | None = None,
 ) -> Tensor:
     """Indices of the ``n_hard`` bank entries most similar to each query.
+
+    Only usable rows compete: a bank row of zero norm (an unfilled queue) or with NaN or
+    infinite entries ranks after every other row (as an excluded entry does), so it enters a
+    query's pool only where fewer than N usable rows remain, behind them.
 
     Args:
         query: Queries of shape (B, D).
@@ -86,8 +97,7 @@ def hardest_indices(
         >>> hardest_indices(q, bank, 2)
         tensor([[1, 0]])
     """
-    idx, _ = _hard_pool(query, bank, n_hard, exclude, similarity)
-    return idx
+    return _hard_pool(query, bank, n_hard, exclude, similarity).indices
 
 
 def hardest(
@@ -100,7 +110,9 @@ def hardest(
 ) -> Tensor:
     """The hard pool: the ``n_hard`` bank entries most similar to each query.
 
-    Selected and returned without gradient (MoCHi, SynCo).
+    Selected and returned without gradient (MoCHi, SynCo). Only usable rows compete (see
+    :func:`hardest_indices`): where a query has fewer than N usable rows, the rest of its pool
+    is zero vectors, which the strategy functions never pick.
 
     Args:
         query: Queries of shape (B, D).
@@ -121,8 +133,12 @@ def hardest(
         >>> hardest(q, bank, 1)
         tensor([[[0.9950, 0.0995]]])
     """
-    idx, unit_bank = _hard_pool(query, bank, n_hard, exclude, similarity)
-    return _bank_rows(bank, unit_bank, idx)(None).to(query.dtype)
+    pool = _hard_pool(query, bank, n_hard, exclude, similarity)
+    rows = _bank_rows(bank, pool.unit_bank, pool.indices)(None)
+    if pool.usable is not None:
+        kept = (torch.arange(n_hard, device=rows.device) < pool.usable)[:, :, None]
+        rows = torch.where(kept, rows, torch.zeros((), device=rows.device))
+    return rows.to(query.dtype)
 
 
 def positive_mask(
@@ -168,7 +184,7 @@ def positive_mask(
 
 def _unit(x: Tensor) -> Tensor:
     """Detached float32 copy with unit rows (the eps guards all-zero rows)."""
-    return F.normalize(x.detach().float(), dim=-1, eps=1e-12)
+    return F.normalize(x.detach().float(), dim=-1, eps=_NORM_EPS)
 
 
 def _check_bank(bank: object, query: Tensor) -> Tensor:
@@ -194,7 +210,7 @@ def _check_pool_args(
     if exclude is not None:
         chk.check_mask("exclude", exclude, (b, k), "(B, K)")
         chk.check_same_device("exclude", exclude, "query", query)
-        if not chk.tracing():
+        if not chk.tracing() and chk.has_data(exclude):
             available = k - int(exclude.sum(dim=1).max())
             if n_hard > available:
                 raise ValueError(
@@ -212,25 +228,74 @@ def _check_pool_args(
     return query, bank, n_hard
 
 
+class _Selection(NamedTuple):
+    """A hard pool: which bank rows, how many of them are usable, the unit bank if computed."""
+
+    indices: Tensor  # (B, N) long: the top N by similarity, unusable entries last
+    # (B, 1) long: how many of the N are usable (0 to N); None when all N are, for every query
+    # (known where value checks read the data; then nothing needs folding)
+    usable: Tensor | None
+    unit_bank: Tensor | None  # (K, D) or (B, K, D) float32 unit rows, when computed
+
+    def sanitized(self) -> Tensor:
+        """The indices with every unusable entry replaced by the hardest one, (B, N): rows that
+        are all usable and finite for every query with a usable row, so a pass over the whole
+        pool never meets a zero or non-finite row there."""
+        if self.usable is None:
+            return self.indices
+        positions = torch.arange(self.indices.shape[1], device=self.indices.device)
+        return torch.where(positions < self.usable, self.indices, self.indices[:, :1])
+
+
+def usable_rows(norms: Tensor) -> Tensor:
+    """Rows a pool may hold: a finite norm above the normalisation's eps (1e-12), so that they
+    normalise to unit vectors. Rows of zero norm (an unfilled queue) or with NaN or infinite
+    entries are never negatives."""
+    return (norms > _NORM_EPS) & torch.isfinite(norms)
+
+
+def fold(pos: Tensor, usable: Tensor) -> Tensor:
+    """Pool positions drawn in [0, N), (B, P), folded onto each query's usable entries
+    [0, usable) (B, 1): ``pos`` where it is usable, ``pos mod usable`` elsewhere, 0 for a
+    query without a usable entry. The identity for a full pool."""
+    return torch.where(pos < usable, pos, pos % usable.clamp_min(1))
+
+
 def _select(
     query: Tensor,
     bank: Tensor,
     n_hard: int,
     exclude: Tensor | None,
     similarity: Tensor | None,
-) -> tuple[Tensor, Tensor | None]:
-    """Hard-pool indices (B, N) of validated arguments, and the unit float32 bank if it was
-    computed."""
+) -> _Selection:
+    """The hard pool of validated arguments: the N bank rows most similar to each query among
+    its usable rows (:func:`usable_rows`, not excluded), then, where a query has fewer than N,
+    unusable ones."""
     unit_bank = None
     with torch.no_grad():
+        raw = bank.detach().float()
+        norms = torch.linalg.vector_norm(raw, dim=-1)  # (K,) or (B, K)
         if similarity is None:
-            unit_bank = _unit(bank)
+            # as F.normalize(raw, eps=1e-12) computes it, with the norms kept
+            unit_bank = raw / norms.clamp_min(_NORM_EPS)[..., None]
             sim = _similarity(_unit(query), unit_bank)
         else:
             sim = similarity.detach().float()
-        if exclude is not None:
-            sim = sim.masked_fill(exclude, torch.finfo(sim.dtype).min)
-        return sim.topk(n_hard, dim=1, sorted=True).indices, unit_bank
+        unusable = ~usable_rows(norms)  # (K,) or (B, K)
+        low = torch.finfo(sim.dtype).min
+        if exclude is None and chk.host_readable(unusable):
+            # on a CPU, the usual case, no unusable row among the top N, needs no masked copy
+            # of the (B, K) similarities (64 MiB at B=256, K=65536); on an accelerator the
+            # copy is cheap and finding out would wait for the device
+            top = sim.topk(n_hard, dim=1, sorted=True)
+            if not bool(unusable.expand_as(sim).gather(1, top.indices).any()):
+                return _Selection(top.indices, None, unit_bank)
+        masked = unusable if exclude is None else unusable | exclude
+        top = sim.masked_fill(masked, low).topk(n_hard, dim=1, sorted=True)
+        usable = (top.values > low).sum(dim=1, keepdim=True)
+        if not chk.may_be_true(usable < n_hard):
+            return _Selection(top.indices, None, unit_bank)
+        return _Selection(top.indices, usable, unit_bank)
 
 
 def _hard_pool(
@@ -239,8 +304,8 @@ def _hard_pool(
     n_hard: object,
     exclude: Tensor | None,
     similarity: Tensor | None,
-) -> tuple[Tensor, Tensor | None]:
-    """Validated hard-pool indices (B, N), and the unit float32 bank if it was computed."""
+) -> _Selection:
+    """Validated hard pool."""
     query, bank, n = _check_pool_args(query, bank, n_hard, exclude, similarity)
     return _select(query, bank, n, exclude, similarity)
 
@@ -290,7 +355,8 @@ class _Pool:
 
     Works on the bank's raw rows and divides the products by the rows' norms, as normalising
     the rows would (so unit rows give exact products); never holds more than one (B, chunk, D)
-    block of rows (about 4 MB in float32).
+    block of rows: about 4 MB in float32 eagerly, a quarter of the pool in a compiled graph
+    (whose loops over the blocks are unrolled).
     """
 
     def __init__(self, q: Tensor, bank: Tensor, idx: Tensor, norms: Tensor | None = None) -> None:
@@ -299,7 +365,12 @@ class _Pool:
         self.qq = (q * q).sum(dim=1, keepdim=True)  # (B, 1): 1, or 0 for a zero query
         self.l1 = q.abs().sum(dim=1, keepdim=True)  # q . sign(q)
         self.nnz = self.sign.abs().sum(dim=1, keepdim=True)  # sign(q) . sign(q)
-        self.chunk = max(1, _CHUNK_ELEMENTS // (b * d))
+        if chk.tracing():
+            # a compiled graph unrolls the loops over blocks: a few blocks whatever B and D
+            # (which dynamo may treat as symbolic sizes), not thousands of small ones
+            self.chunk = -(-idx.shape[1] // _TRACED_BLOCKS)
+        else:
+            self.chunk = max(1, _CHUNK_ELEMENTS // (b * d))
         self._bank = bank
         self._norms = norms  # (B, N): |n_j| of every pool row
         self._stats: tuple[Tensor, Tensor] | None = None

@@ -15,10 +15,11 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from syn2co import _checks as chk
-from syn2co.negatives._draws import _active, _draw, _split
-from syn2co.negatives._pool import _check_pool_args, _Pool, _select
+from syn2co._precision import autocast_off
+from syn2co.negatives._draws import _active, _draw_one, _split
+from syn2co.negatives._pool import _check_pool_args, _Pool, _select, fold
 from syn2co.negatives.spec import NegativeSpec, _check_spec
-from syn2co.negatives.strategy import InnerProducts, _absent
+from syn2co.negatives.strategy import InnerProducts, _absent, _redraw
 
 __all__ = ["synthetic_logits"]
 
@@ -57,20 +58,41 @@ def synthetic_logits(
     advanced by the backward pass).
 
     Memory: no (B, M, D) tensor. The peak is O(B*M) for the logits and the per-sample weights
-    kept for backward, plus the pool rows gathered in chunks of about 4 MB, plus, for type 4
-    only, its noise (B, noisy, D) while it is reduced, which the generator's consumption
-    requires.
+    kept for backward, plus the pool rows gathered in chunks of about 4 MB (a quarter of the
+    pool when compiled), plus, for type 4 only, its noise (B, noisy, D) for the forward pass,
+    which the generator's consumption requires.
 
     The bank is saved for the backward pass without a copy: modifying it in place in between
     (e.g. enqueueing into the queue it views before ``backward``) makes autograd raise an
     error about an in-place modification, instead of giving a wrong gradient. Enqueue after
     ``backward``, as MoCo does.
 
-    Vanishing samples (|u| < 1e-3) become their first pick, as in :func:`synthesize`. Inputs may
-    be float16, bfloat16 or float32 (the output is float32; the arithmetic runs in float32
-    outside any autocast region). Not twice differentiable. ``torch.compile(fullgraph=True)``
-    traces it with ``generator=None`` and no type-4 count (a compiled graph draws its own
-    random numbers); with a generator argument or noise, dynamo runs the draws eagerly.
+    Vanishing samples (|u| < 1e-3) become their first pick, and bank rows of zero or
+    non-finite norm are never negatives (an unfilled queue; a query without any usable row
+    draws from ``-q``), as in :func:`synthesize`.
+
+    Dtypes: the query and bank may be float16, bfloat16, float32 or float64; the arithmetic
+    runs in float32 outside any autocast region (float64 inputs are rounded to float32, so
+    there is no float64 precision to gain), and the logits are float32. The query's gradient
+    comes back in its own dtype.
+
+    Gradient checks: the gradient is that of ``norm(q) . s`` with every sample ``s`` held
+    fixed (its picks, coefficients and noise), which is what the tests check against autograd
+    of the materialised path. It is not the derivative of this function's output in ``q``, so
+    ``torch.autograd.gradcheck`` fails by design, on three counts: the samples of types 1, 2 and
+    5 are built from ``q`` itself (interpolation, extrapolation, the ascent step) and type 6
+    from ``sign(q)``, and are detached; the hard pool is the top N of the similarities, which
+    a finite difference can reorder (fix it by passing ``similarity``); and the arithmetic is
+    float32 whatever the input dtype.
+
+    ``torch.compile`` (inductor or any backend, ``dynamic`` or not, ``fullgraph=True``) traces
+    it into one graph with every preset, with ``generator=None`` or a generator: the draws are
+    the eager draws, made at run time by syn2co's custom operators (:mod:`syn2co._random`), so
+    a compiled step gives the eager values for the same generator state and leaves the
+    generator where the eager step does. Dynamo specialises on the generator object: pass the
+    same one every step (a new generator object each step recompiles). Not twice
+    differentiable. A registered strategy whose ``draw`` takes vectors from the generator is
+    drawn again in the backward pass by a new generator, which dynamo cannot trace.
 
     Args:
         query: Queries of shape (B, D); normalised inside, with gradient.
@@ -101,17 +123,23 @@ def synthetic_logits(
     spec = _check_spec(spec)
     gen = chk.check_generator("generator", generator)
     query, bank, _ = _check_pool_args(query, bank, spec.n_hard, exclude, similarity)
-    with torch.autocast(device_type=query.device.type, enabled=False):
+    with autocast_off(query.device):
         q = F.normalize(query.float(), dim=-1, eps=1e-12)
         if spec.total == 0:
             return q[:, :0]
-        idx, _ = _select(query, bank, spec.n_hard, exclude, similarity)
-        out = _SyntheticLogits.apply(q, bank.detach(), idx, spec, gen)
+        pool = _select(query, bank, spec.n_hard, exclude, similarity)
+        out = _SyntheticLogits.apply(q, bank.detach(), pool.sanitized(), pool.usable, spec, gen)
     return cast(Tensor, out)
 
 
 class _SyntheticLogits(torch.autograd.Function):
-    """Logits of the synthetic negatives from inner products; backward as the detached path."""
+    """Logits of the synthetic negatives from inner products; backward as the detached path.
+
+    Draws each strategy's pool positions (folded onto the ``usable`` entries, (B, 1), unless
+    all N are) and coefficients or vectors right before using them, so type 4's noise is the
+    only (B, c, D) tensor alive while it is reduced; keeps, for a vector draw, the generator's
+    state before it, from which the backward pass draws the vectors again.
+    """
 
     @staticmethod
     def forward(
@@ -119,6 +147,7 @@ class _SyntheticLogits(torch.autograd.Function):
         q: Tensor,
         bank: Tensor,
         idx: Tensor,
+        usable: Tensor | None,
         spec: NegativeSpec,
         gen: torch.Generator | None,
     ) -> Tensor:
@@ -126,27 +155,24 @@ class _SyntheticLogits(torch.autograd.Function):
         parts = _active(spec)
         n_picks = sum(strategy.picks * count for strategy, count in parts)
         pool = _Pool(q, bank, idx)
+        # queries without a usable row: their picks stand for -q
+        antipodal = None if usable is None else usable == 0
         logits, on_query, on_sign = (q.new_zeros((b, spec.total)) for _ in range(3))
         # Every pick's pool position, its weight in its sample and that sample's column.
         positions = idx.new_empty((b, n_picks), dtype=torch.int32)  # int64 in backward
         weights = q.new_zeros((b, n_picks))
         columns = torch.empty(n_picks, dtype=torch.long, device=q.device)
-        redraw = []  # strategies whose draw is a vector: drawn again in backward
+        redraw, on_drawn, states = [], [], []  # vector draws: drawn again in backward
         start = p = 0
-        for strategy, count in parts:
-            end = start + count
-            pos, drawn, state = _draw(
-                strategy,
-                count,
-                spec,
-                (b, idx.shape[1], d),
-                gen,
-                q.device,
-                keep_state=strategy.draws_vectors,
+        for i, (strategy, count) in enumerate(parts):
+            draw = _draw_one(
+                strategy, count, spec, (b, idx.shape[1], d), gen, q.device, keep_state=True
             )
-            picks = _split(pos, count)
-            products = InnerProducts(pool, picks, drawn, count)
-            u = products.unit(strategy.combination(products, drawn, spec))
+            end = start + count
+            positions_drawn = draw.positions if usable is None else fold(draw.positions, usable)
+            picks = _split(positions_drawn, count)
+            products = InnerProducts(pool, picks, draw.drawn, count, antipodal)
+            u = products.unit(strategy.combination(products, draw.drawn, spec))
             logits[:, start:end] = products.query_dot(u)
             on_query[:, start:end] = u.query
             on_sign[:, start:end] = u.sign
@@ -157,38 +183,51 @@ class _SyntheticLogits(torch.autograd.Function):
                     weights[:, p : p + count] = u.picks[g]
                 p += count
             if not _absent(u.drawn):
-                if state is None:
+                if draw.state is None:
                     raise ValueError(
                         f"strategy {strategy.name!r}: its combination weighs the drawn vectors, "
                         "so it must be registered with draws_vectors=True"
                     )
-                on_drawn = torch.as_tensor(u.drawn).to(q.dtype)
-                redraw.append((strategy, count, start, on_drawn, state))
-            del pos, picks, pick, drawn, products, u  # the noise goes before the next draw
+                where, state = draw.state
+                redraw.append((i, start, count, where))
+                on_drawn.append(torch.as_tensor(u.drawn).to(q.dtype).expand(b, count))
+                states.append(state)
+            del draw, positions_drawn, picks, pick, products, u  # noise goes before next draw
             start = end
         ctx.save_for_backward(
-            q, bank, idx, pool.norms, positions, weights, columns, on_query, on_sign
-        )
-        ctx.spec, ctx.redraw = spec, redraw
+            q, bank, idx, antipodal, pool.norms, positions, weights, columns, on_query, on_sign,
+            *on_drawn, *states,
+        )  # fmt: skip
+        ctx.spec, ctx.redraw = spec, tuple(redraw)
         return logits
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, bank, idx, norms, positions, weights, columns, on_query, on_sign = ctx.saved_tensors
+        q, bank, idx, antipodal, norms, positions, weights, columns, on_query, on_sign, *rest = (
+            ctx.saved_tensors
+        )
+        n_redraw = len(ctx.redraw)
+        on_drawn, states = rest[:n_redraw], rest[n_redraw:]
         b, d = q.shape
         g = grad.float()
-        with torch.autocast(device_type=q.device.type, enabled=False):
+        parts = _active(ctx.spec)
+        with autocast_off(q.device):
             pool = _Pool(q, bank, idx, norms)
             out = (g * on_query).sum(dim=1, keepdim=True) * q
-            out.add_((g * on_sign).sum(dim=1, keepdim=True) * pool.sign)
+            out = out + (g * on_sign).sum(dim=1, keepdim=True) * pool.sign
             on_rows = torch.zeros_like(idx, dtype=q.dtype)
             on_rows.scatter_add_(1, positions.long(), g[:, columns] * weights)
-            out.add_(pool.weighted_sum(on_rows))
-            for strategy, count, start, on_drawn, (device, state) in ctx.redraw:
-                redrawn = torch.Generator(device=device)
-                redrawn.set_state(state)
-                drawn = strategy.draw(ctx.spec, (b, count, d), redrawn, q.device)
-                weight = g[:, start : start + count] * on_drawn
-                out.add_(torch.einsum("bc,bcd->bd", weight, cast(Tensor, drawn)))
-        return out, None, None, None, None
+            rows = pool.weighted_sum(on_rows)
+            if antipodal is not None:  # a query without a usable row picked -q everywhere
+                rows = torch.where(antipodal, -on_rows.sum(dim=1, keepdim=True) * q, rows)
+            out = out + rows
+            for (i, start, count, where), weight, state in zip(
+                ctx.redraw, on_drawn, states, strict=True
+            ):
+                strategy = parts[i][0]
+                assert where is not None
+                drawn = _redraw(strategy, ctx.spec, (b, count, d), (where, state), q.device)
+                weight = g[:, start : start + count] * weight
+                out = out + torch.einsum("bc,bcd->bd", weight, drawn)
+        return out, None, None, None, None, None

@@ -137,17 +137,27 @@ class InnerProducts:
     two picks or of a pick and a drawn vector from chunks of gathered rows, so no (B, c, D)
     tensor of samples is ever formed.
 
+    A query whose hard pool has no usable row (every bank row of zero or non-finite norm, as
+    in a zero-initialised queue) has ``-q`` for every pick; its products are those of ``-q``.
+
     Attributes:
         picks: Pool positions of each sample's pool members, one (B, c) long tensor per pick.
         drawn: The strategy's draw: (B, c, 1) coefficients, (B, c, D) vectors, or None.
     """
 
     def __init__(
-        self, pool: _Pool, picks: tuple[Tensor, ...], drawn: Tensor | None, count: int
+        self,
+        pool: _Pool,
+        picks: tuple[Tensor, ...],
+        drawn: Tensor | None,
+        count: int,
+        antipodal: Tensor | None = None,
     ) -> None:
         self._pool, self.picks, self.drawn = pool, picks, drawn
         self._shape = (pool.q.shape[0], count)
         self._cache: dict[tuple[str, str], Tensor] = {}
+        # (B, 1) bool: queries whose every pick stands for -q (no usable pool row)
+        self._antipodal = antipodal
 
     def dot(self, a: Combination, b: Combination) -> Tensor:
         """``u_a . u_b`` for each sample: (B, c), float64."""
@@ -211,16 +221,26 @@ class InnerProducts:
             if b in ("q", "s"):
                 direction = pool.q if b == "q" else pool.sign
                 return torch.bmm(direction[:, None, :], e.transpose(1, 2))[:, 0]
-            return pool.rows_dot(self.picks[int(b[1:])], e)
-        pick = self.picks[int(a[1:])]  # a is "n<g>"
+            return self._antipode(-self._inner("e", "q"), pool.rows_dot(self._pick(b), e))
+        pick = self._pick(a)  # a is "n<g>"
         cos, sign_cos = pool.stats()
         if b == "q":
-            return cos.gather(1, pick)
+            return self._antipode(-pool.qq, cos.gather(1, pick))
         if b == "s":
-            return sign_cos.gather(1, pick)
+            return self._antipode(-pool.l1, sign_cos.gather(1, pick))
         if a == b:
-            return pool.squares(pick)
-        return pool.pair(pick, self.picks[int(b[1:])])
+            return self._antipode(pool.qq, pool.squares(pick))
+        return self._antipode(pool.qq, pool.pair(pick, self._pick(b)))
+
+    def _pick(self, key: str) -> Tensor:
+        return self.picks[int(key[1:])]
+
+    def _antipode(self, of_antipode: Tensor, of_rows: Tensor) -> Tensor:
+        """A product with pool rows, where the picks of queries without a usable row are
+        ``-q`` (a selection, so whatever the unusable rows gave there is dropped)."""
+        if self._antipodal is None:
+            return of_rows
+        return torch.where(self._antipodal, of_antipode.to(of_rows.dtype), of_rows)
 
 
 @dataclass(frozen=True)
@@ -282,6 +302,25 @@ def _draw_noise(
     device: torch.device,
 ) -> Tensor:
     return _random.normal(torch.Size(shape), gen, device)
+
+
+def _redraw(
+    strategy: Strategy,
+    spec: NegativeSpec,
+    shape: tuple[int, int, int],
+    state: tuple[torch.device, Tensor],
+    device: torch.device,
+) -> Tensor:
+    """A vector draw made again from the generator's state before it, (B, c, D); consumes no
+    generator. The built-in noise replays through :func:`syn2co._random.normal_from_state`
+    (which ``torch.compile`` traces); a registered strategy's ``draw`` gets a new generator set
+    to that state (eager only: dynamo cannot trace a generator)."""
+    if strategy.draw is _draw_noise:
+        return _random.normal_from_state(state, torch.Size(shape), device)
+    where, saved = state
+    replay = torch.Generator(device=where)
+    replay.set_state(saved)
+    return cast(Tensor, strategy.draw(spec, shape, replay, device))
 
 
 def _draw_nothing(

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from syn2co import _checks as chk
-from syn2co.negatives._draws import _active, _draw
-from syn2co.negatives._pool import _bank_rows, _check_pool_args, _select, _unit
+from syn2co.negatives._draws import _draw_all
+from syn2co.negatives._pool import _bank_rows, _check_pool_args, _select, _unit, fold, usable_rows
 from syn2co.negatives.spec import NegativeSpec, _check_spec
 from syn2co.negatives.strategy import _VANISHING_NORM
 
@@ -53,7 +53,8 @@ def interpolate(
 
     Args:
         query: Queries of shape (B, D).
-        hard: Hard pool of shape (B, N, D), e.g. from :func:`hardest`.
+        hard: Hard pool of shape (B, N, D), e.g. from :func:`hardest`; rows of zero or
+            non-finite norm are never picked.
         count: Synthetic negatives per query (>= 0).
         generator: Random generator (picks and coefficients).
         alpha: Range of the query weight a, ``0 <= lo <= hi <= 1``.
@@ -85,7 +86,8 @@ def extrapolate(
 
     Args:
         query: Queries of shape (B, D).
-        hard: Hard pool of shape (B, N, D).
+        hard: Hard pool of shape (B, N, D); rows of zero or non-finite norm are never
+            picked.
         count: Synthetic negatives per query (>= 0).
         generator: Random generator.
         beta: Range of the extrapolation factor b, ``1 <= lo <= hi``.
@@ -116,7 +118,8 @@ def mixup(
 
     Args:
         query: Queries of shape (B, D).
-        hard: Hard pool of shape (B, N, D).
+        hard: Hard pool of shape (B, N, D); rows of zero or non-finite norm are never
+            picked.
         count: Synthetic negatives per query (>= 0).
         generator: Random generator.
         gamma: Range of the mixing weight c, ``0 <= lo <= hi <= 1``.
@@ -150,7 +153,8 @@ def add_noise(
 
     Args:
         query: Queries of shape (B, D).
-        hard: Hard pool of shape (B, N, D).
+        hard: Hard pool of shape (B, N, D); rows of zero or non-finite norm are never
+            picked.
         count: Synthetic negatives per query (>= 0).
         generator: Random generator.
         sigma: Noise scale, >= 0.
@@ -182,7 +186,8 @@ def perturb(
 
     Args:
         query: Queries of shape (B, D).
-        hard: Hard pool of shape (B, N, D).
+        hard: Hard pool of shape (B, N, D); rows of zero or non-finite norm are never
+            picked.
         count: Synthetic negatives per query (>= 0).
         generator: Random generator (the picks from the pool).
         delta: Step size, >= 0.
@@ -220,7 +225,8 @@ def adversarial(
 
     Args:
         query: Queries of shape (B, D).
-        hard: Hard pool of shape (B, N, D).
+        hard: Hard pool of shape (B, N, D); rows of zero or non-finite norm are never
+            picked.
         count: Synthetic negatives per query (>= 0).
         generator: Random generator (the picks from the pool).
         eta: Step size, >= 0.
@@ -264,6 +270,13 @@ def synthesize(
     a count of 0 draw nothing. When a loss only needs the logits, :func:`synthetic_logits`
     gives them from the same draws without forming this (B, M, D) tensor.
 
+    Bank rows of zero or non-finite norm are never negatives (see "Degenerate banks" in
+    :mod:`syn2co.negatives`): they rank after every usable row, the picks of a query with
+    fewer than N usable rows fold onto the ones it has, and a query with none (a zero queue at
+    the first step) draws from ``-q``. Dtypes, gradients and ``torch.compile`` as for
+    :func:`synthetic_logits`: float32 arithmetic (float64 inputs rounded to it), the samples
+    returned in the query's dtype; one graph under ``torch.compile`` with the eager draws.
+
     Args:
         query: Queries of shape (B, D).
         bank: Negatives, shared (K, D) or per query (B, K, D).
@@ -290,8 +303,9 @@ def synthesize(
     query, bank, _ = _check_pool_args(query, bank, spec.n_hard, exclude, similarity)
     if spec.total == 0:
         return query.new_empty((query.shape[0], 0, query.shape[1]))
-    idx, unit_bank = _select(query, bank, spec.n_hard, exclude, similarity)
-    out = _generate(_unit(query), _bank_rows(bank, unit_bank, idx), spec.n_hard, spec, gen)
+    pool = _select(query, bank, spec.n_hard, exclude, similarity)
+    rows = _bank_rows(bank, pool.unit_bank, pool.sanitized())
+    out = _generate(_unit(query), rows, spec.n_hard, spec, gen, pool.usable)
     return out.to(query.dtype)
 
 
@@ -304,25 +318,52 @@ def synthesize(
 
 
 def _generate(
-    q: Tensor, rows: _Rows, n_pool: int, spec: NegativeSpec, gen: torch.Generator | None
+    q: Tensor,
+    rows: _Rows,
+    n_pool: int,
+    spec: NegativeSpec,
+    gen: torch.Generator | None,
+    usable: Tensor | None,
+    order: Tensor | None = None,
 ) -> Tensor:
-    """All the spec's samples, (B, M, D), float32, unit norm."""
+    """All the spec's samples, (B, M, D), float32, unit norm.
+
+    ``usable`` (B, 1): how many pool entries of each query are usable (None: all N); the drawn
+    positions are folded onto them (:func:`fold`), through ``order`` (B, N), the pool positions
+    with the usable ones first, when they are not already first. A query without a usable entry
+    has ``-q`` for every pick."""
     b, d = q.shape
-    parts = _active(spec)
-    draws = [_draw(s, c, spec, (b, n_pool, d), gen, q.device) for s, c in parts]
+    draws = _draw_all(spec, (b, n_pool, d), gen, q.device)
     out = q.new_empty((b, spec.total, d))
-    if not parts:
+    if not draws:
         return out
-    picks = rows(torch.cat([pos for pos, _, _ in draws], dim=1))
+    positions = torch.cat([draw.positions for draw in draws], dim=1)
+    if usable is None:
+        picks = rows(positions)
+    else:
+        positions = fold(positions, usable)
+        if order is not None:
+            positions = order.gather(1, positions)
+        picks = _antipodes(rows(positions), q, usable == 0)
     firsts = []
     o = p = 0
-    for (strategy, count), (pos, drawn, _) in zip(parts, draws, strict=True):
-        rows_picked = picks[:, p : p + pos.shape[1]]
+    for draw in draws:
+        strategy, count = draw.strategy, draw.samples
+        rows_picked = picks[:, p : p + draw.positions.shape[1]]
         groups = tuple(rows_picked[:, g * count : (g + 1) * count] for g in range(strategy.picks))
-        strategy.write(out[:, o : o + count], q[:, None, :], groups, drawn, spec)
+        strategy.write(out[:, o : o + count], q[:, None, :], groups, draw.drawn, spec)
         firsts.append(groups[0])
-        o, p = o + count, p + pos.shape[1]
+        o, p = o + count, p + draw.positions.shape[1]
     return _normalize_or_fall_back_(out, firsts)
+
+
+def _antipodes(picks: Tensor, q: Tensor, none_usable: Tensor) -> Tensor:
+    """Picked rows (B, P, D), where each query with no usable pool entry (``none_usable``,
+    (B, 1)) has ``-q`` instead: the weakest negative there is (cosine -1, no gradient through
+    its logit), so its samples are inert rather than copies of the query or of a zero row."""
+    if chk.may_be_true(none_usable):
+        return torch.where(none_usable[:, :, None], -q[:, None, :], picks)
+    return picks
 
 
 def _normalize_or_fall_back_(out: Tensor, firsts: list[Tensor]) -> Tensor:
@@ -360,8 +401,17 @@ def _from_pool(
         ("query", query), ("hard", hard)
     )  # all rows: the verdict cannot depend on the draw
 
+    with torch.no_grad():
+        usable = usable_rows(torch.linalg.vector_norm(hard.detach().float(), dim=-1))  # (B, N)
+        in_pool: Tensor | None = None  # None: every row of every query usable
+        order = None
+        if chk.may_be_true(~usable):
+            in_pool = usable.sum(dim=1, keepdim=True)
+            # the pool positions, usable ones first, each group in its own order
+            order = torch.sort((~usable).to(torch.uint8), dim=1, stable=True).indices
+
     def rows(pos: Tensor) -> Tensor:
         return _unit(hard.gather(1, pos[:, :, None].expand(-1, -1, d)))
 
-    out = _generate(_unit(query), rows, hard.shape[1], spec, gen)
+    out = _generate(_unit(query), rows, hard.shape[1], spec, gen, in_pool, order)
     return out.to(query.dtype)

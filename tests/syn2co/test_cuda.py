@@ -64,3 +64,40 @@ def test_queue_and_diagnostics_on_cuda() -> None:
     assert stats["positive/mean"] == pytest.approx(1.0, abs=1e-5)
     mask = positive_mask(4, device="cuda")
     assert mask.device.type == "cuda"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["cuda", "cpu"], ids=["cuda-generator", "cpu-generator"])
+def test_compiled_step_equals_eager_on_cuda(where: str) -> None:
+    """One graph with the eager draws on a GPU: a CUDA or a CPU generator, zero rows in the
+    queue (the unconditional masking of an accelerator), type 4 replayed in backward."""
+    from syn2co.negatives import synthetic_logits
+
+    dev = torch.device("cuda")
+    spec = SYNCO_V2.replace(n_hard=64)
+    g = torch.Generator().manual_seed(0)
+    q0, k = torch.randn(32, 64, generator=g).to(dev), torch.randn(32, 64, generator=g).to(dev)
+    bank = torch.randn(256, 64, generator=g).to(dev)
+    bank[::2] = 0.0  # 128 usable rows for pools of 64
+
+    def step(q: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        sim = similarity(q, bank)
+        extra = synthetic_logits(q, bank, spec, similarity=sim.detach(), generator=gen)
+        vectors = synthesize(q, bank, spec, similarity=sim.detach(), generator=gen)
+        loss = info_nce(q, k, negative_similarity=sim, extra_similarity=extra)
+        return loss + info_nce(q, k, bank, extra_negatives=vectors)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True)
+    generators = [torch.Generator(where) for _ in range(2)]
+    results = []
+    for fn, gen in zip((compiled, step), generators, strict=True):
+        gen.manual_seed(3)
+        q = q0.clone().requires_grad_(True)
+        loss = fn(q, gen)
+        loss.backward()
+        results.append((loss.detach(), q.grad, gen.get_state()))
+    (loss, grad, state), (loss_e, grad_e, state_e) = results
+    torch.testing.assert_close(loss, loss_e, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, grad_e, rtol=1e-4, atol=1e-6)
+    assert torch.equal(state, state_e)
