@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/gpu_session.sh check      # GPU tests, synthesize table, eager step throughput
 #   bash benchmarks/gpu_session.sh compiled   # compiled step throughput (one config per process)
+#   bash benchmarks/gpu_session.sh negatives  # synthetic negatives' loss, eager vs compiled
 #   bash benchmarks/gpu_session.sh learning   # short pretraining runs + kNN (demo grid)
 #   bash benchmarks/gpu_session.sh input      # input pipeline: CPU vs GPU path, end to end
 #   bash benchmarks/gpu_session.sh generators # the generators study (3 seeds), longer runs
@@ -38,6 +39,11 @@ case "$stage" in
       --configs mocov3:none,moby:none,moby:synco-v2 --steps 15 --repeats 3 \
       --out "$out/throughput_compiled.jsonl" 2>&1 | grep -v '^+' | tail -12
     ;;
+  negatives)
+    info > "$out/env.txt"
+    timeout 560 python3 benchmarks/compile_table.py --device cuda > "$out/compile_cuda.md" 2>&1
+    tail -25 "$out/compile_cuda.md"
+    ;;
   learning)
     info > "$out/env.txt"
     timeout 560 python3 benchmarks/learning_sweep.py --grid demo --device cuda --workers 8 \
@@ -58,7 +64,7 @@ case "$stage" in
       --steps 3000 --device cuda --workers 8 --out "$out/generators.jsonl" 2>&1 | grep '^{' | cut -c1-300
     ;;
   *)
-    echo "unknown stage $stage (check, compiled, learning, input, generators)" >&2
+    echo "unknown stage $stage (check, compiled, negatives, learning, input, generators)" >&2
     exit 2
     ;;
 esac
