@@ -81,18 +81,28 @@ def human_bytes(n: float) -> str:
     return f"{value:.1f} {units[index]}"
 
 
+#: What a full file system's message ends with (a caller that knows better replaces it).
+RETRY_HINT = "; free some space (or write elsewhere) and rerun"
+
+
 def space_error(path: Path, needed: int | None, cause: OSError | None = None) -> OSError:
     """The one-line ``OSError`` of a write of ``path`` that does not fit: the path, the space it
     needs (when known) and the space free on its file system."""
     code = cause.errno if cause is not None and cause.errno is not None else errno.ENOSPC
     reason = (cause.strerror if cause is not None else None) or os.strerror(code)
+    if code == errno.EFBIG:
+        return OSError(
+            code,
+            f"cannot write {path}: {reason} (beyond the file size limit of this process, "
+            f"ulimit -f, or of its file system); raise the limit or write elsewhere, and rerun",
+        )
     free = free_bytes(path.parent)
     parts = [f"cannot write {path}: {reason}"]
     if needed is not None:
         parts.append(f"it needs about {human_bytes(needed)}")
     if free is not None:
         parts.append(f"{human_bytes(free)} free on its file system")
-    return OSError(code, "; ".join(parts) + "; free some space (or write elsewhere) and rerun")
+    return OSError(code, "; ".join(parts) + RETRY_HINT)
 
 
 def write_error(path: Path, cause: OSError, needed: int | None = None) -> OSError:

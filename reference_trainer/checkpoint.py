@@ -35,7 +35,7 @@ from torch import Tensor
 
 from syn2co import distributed
 
-from .atomic import remove_stale_temporaries, write_atomic
+from .atomic import remove_stale_temporaries, unwritable_reason, write_atomic
 from .errors import ConfigError, one_line
 from .runlock import LOCK_NAME, RunLock, check_free
 
@@ -298,6 +298,9 @@ def check_run_dir(run_dir: Path, *, resuming: bool) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError(f"--out: cannot write to {run_dir}: {existing} is not a directory")
+    reason = unwritable_reason(existing / ".write-test", size=0)  # e.g. read-only
+    if reason is not None:
+        raise ConfigError(f"--out: cannot write to {run_dir}: {reason} on {existing}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--out: cannot write to {run_dir}: permission denied on {existing}")
     check_free(run_dir)

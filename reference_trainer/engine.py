@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -49,7 +50,7 @@ from syn2co.schedules import cosine_schedule
 
 from . import checkpoint as ckpt
 from .atomic import RETRY_HINT, write_error
-from .build import autocast_dtype, build_components, process_group
+from .build import autocast_dtype, build_components, build_networks, process_group
 from .config import TrainConfig, load_config_file, save_config
 from .data.pipeline import TrainData, build_train_data
 from .devices import resolve_device
@@ -199,6 +200,7 @@ class Trainer:
         )
         self.spec = self.plan.spec
         self.amp_dtype = autocast_dtype(self.cfg.precision, device)
+        _check_network_memory(self.plan, device)
         self.parts = build_components(
             self.plan,
             device,
@@ -687,6 +689,36 @@ def _on_every_rank(action: Callable[[], None], device: torch.device) -> None:
             error = None  # no reference cycle through this frame: the traceback is freed
     if failed:
         raise ConfigError("another rank could not prepare the run; see its error")
+
+
+def _check_network_memory(plan: RunPlan, device: torch.device) -> None:
+    """Refuse, before anything is allocated, networks whose weights, gradients, optimizer
+    moments and EMA target alone exceed the device's memory (counted on the meta device)."""
+    from .atomic import human_bytes
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            online, target = build_networks(plan.config, plan.method, plan.method_settings())
+    except Exception:  # the real build says what is wrong
+        return
+    weights = sum(p.numel() for p in online.parameters())
+    trainable = sum(p.numel() for p in online.parameters() if p.requires_grad)
+    ema = 0 if target is None else sum(p.numel() for p in target.parameters())
+    needed = 4 * (weights + ema + 3 * trainable)  # float32: gradients and two moments
+    if device.type == "cuda":
+        available = torch.cuda.get_device_properties(device).total_memory
+    else:
+        try:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return
+    if needed > available:
+        raise ConfigError(
+            f"the networks alone take about {human_bytes(needed)} ({weights / 1e6:.0f}M "
+            f"parameters with their gradients, optimizer moments and EMA target), more than "
+            f"the {human_bytes(available)} of memory of {device}; lower --embed-dim, --depth, "
+            f"--proj-hidden or --proj-dim"
+        )
 
 
 def _stop_workers(batches: Any) -> None:

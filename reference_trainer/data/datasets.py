@@ -217,6 +217,7 @@ class ImageFolderDataset(FileImageDataset):
         self.root = Path(root)
         self.strict = strict
         self.extensions = tuple(e.lower() for e in extensions)
+        max_image_pixels()  # a bad $SYN2CO_MAX_IMAGE_PIXELS: one line now, not one per image
         where = f"{split} image folder {self.root}"
         if not self.root.exists():
             raise DatasetNotFoundError(

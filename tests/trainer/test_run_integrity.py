@@ -374,3 +374,16 @@ def test_save_refuses_a_write_that_does_not_fit_and_keeps_the_old_file(
         ckpt.save_atomic({"step": 2}, path, size=2000)
     assert torch.load(path, weights_only=True)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_networks_larger_than_the_memory_are_refused_before_allocation(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """Counted on the meta device: 1024 blocks of width 65536 are some 10^13 parameters."""
+    out = tmp_path / "run"
+    args = [*tiny_run(out), "--embed-dim", "65536", "--depth", "1024", "--num-heads", "1"]
+    result = runner.invoke(app, [*args, "--steps", "1"])
+    assert result.exit_code == 1, result.output
+    line = one_line_error(result.output)
+    assert line.startswith("error: the networks alone take about") and "--embed-dim" in line
+    assert not out.exists()
