@@ -19,14 +19,20 @@ a check, so the last checkpoint always precedes a non-finite loss.
 
 Nothing is written before everything is checked: the run's values are resolved and validated
 once (:mod:`reference_trainer.resolve`), the data is scanned, the plan derived, the networks
-built; then the main rank claims the run directory
-(:func:`reference_trainer.checkpoint.claim_run_dir`).
+built, the free space checked; then the main rank claims the run directory
+(:func:`reference_trainer.checkpoint.claim_run_dir`). The stop signals are handled from the
+start: before the claim a stop ends the command with nothing written, after it the run stops
+at its next step with a checkpoint (before its first step it leaves a directory that the same
+command, or ``--resume``, starts again in place). Before every checkpoint the weights, buffers
+and optimizer state are checked finite (one fused reduction), so a checkpoint is never written
+with NaN or infinite values.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence, Sized
@@ -43,8 +49,9 @@ from syn2co import NonFiniteError, distributed, value_checks
 from syn2co.schedules import cosine_schedule
 
 from . import checkpoint as ckpt
-from .build import autocast_dtype, build_components, process_group
-from .config import TrainConfig, save_config
+from .atomic import RETRY_HINT, write_error
+from .build import autocast_dtype, build_components, build_networks, process_group
+from .config import TrainConfig, load_config_file, save_config
 from .data.pipeline import TrainData, build_train_data
 from .devices import resolve_device
 from .diagnostics import Source, hardness, tag_generated
@@ -52,7 +59,7 @@ from .errors import ConfigError, dataloader_worker_died, one_line
 from .methods import MethodOutput, Networks, StepContext
 from .models import ema_update, frozen_batch_norm_statistics
 from .reporting import MetricsLogger, Pending, RunProgress, StepInfo, records, truncate_metrics
-from .resolve import Layer, RunPlan, given_layer, plan_run, requested, resolve_options
+from .resolve import MAX_STEPS, Layer, RunPlan, given_layer, plan_run, requested, resolve_options
 from .runlock import RunLock
 from .signals import Interrupted, StopRequest
 
@@ -127,12 +134,15 @@ class PreparedRun:
         run_dir: Where the run writes.
         state: The checkpoint being resumed, or None for a new run.
         data: The training images (sampler and loader not built yet).
+        restarted: ``--resume`` named a run that stopped before its first step (no
+            checkpoint): it starts again in place from its ``config.yaml``.
     """
 
     plan: RunPlan
     run_dir: Path
     state: dict[str, Any] | None
     data: TrainData
+    restarted: bool = False
 
 
 def prepare_run(
@@ -148,9 +158,12 @@ def prepare_run(
     asked = requested(layers)  # what to resume and where to write, before resolution
     state = None
     saved = None
-    if asked.resume is not None:
+    restart = None if asked.resume is None else ckpt.restartable(asked.resume)
+    if restart is not None:  # a run stopped before its first step: start it again in place
+        saved = TrainConfig.from_dict(load_config_file(restart), source=str(restart))
+    elif asked.resume is not None:
         state = ckpt.load(asked.resume, map_location="cpu")
-        saved = TrainConfig.from_dict(state["config"])
+        saved = TrainConfig.from_dict(state["config"], source=f"{asked.resume} (its config)")
     run_dir = ckpt.run_directory(asked.out, asked.resume)
     options = resolve_options(layers, saved=saved, world_size=world_size)
     config = options.config.updated({"out": str(run_dir)})
@@ -160,6 +173,8 @@ def prepare_run(
             f"--stop-at {config.stop_at} is not after the checkpoint's step {state['step']}"
         )
     ckpt.check_run_dir(run_dir, resuming=state is not None)
+    if state is not None:
+        ckpt.check_metrics(run_dir)
     synthetic = config.synthetic_data
     if synthetic is not None and not Path(synthetic).is_dir():
         source = options.sources.get("synthetic_data", "")
@@ -171,18 +186,34 @@ def prepare_run(
         )
     data = build_train_data(config, rank=rank, world_size=world_size, device=device)
     plan = plan_run(options, train_size=data.train_size)
-    return PreparedRun(plan, run_dir, state, data)
+    if plan.total_steps > MAX_STEPS:
+        how = plan.derivations()["total_steps"][1]
+        raise ConfigError(
+            f"the run would take {plan.total_steps} steps ({how}), more than {MAX_STEPS}; "
+            "lower --epochs or --images-seen, or give --steps"
+        )
+    return PreparedRun(plan, run_dir, state, data, restarted=restart is not None)
 
 
 class Trainer:
     """Builds everything a run needs from a request, then :meth:`run` trains it."""
 
-    def __init__(self, request: RunRequest, device: torch.device, console: Console) -> None:
+    def __init__(
+        self,
+        request: RunRequest,
+        device: torch.device,
+        console: Console,
+        *,
+        stop: StopRequest | None = None,
+    ) -> None:
         self.console = console
         self.device = device
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.main = self.rank == 0
         self.lock: RunLock | None = None
+        # The stop signals, handled from before the claim (see train); a caller that enters
+        # none gets them from run() on.
+        self.stop = stop if stop is not None else StopRequest()
         # Everything is checked before the run directory is created: options, the resumed
         # checkpoint, the directory itself, the data, the plan and the networks.
         prepared = prepare_run(request, device=device, rank=self.rank, world_size=self.world)
@@ -198,6 +229,7 @@ class Trainer:
         )
         self.spec = self.plan.spec
         self.amp_dtype = autocast_dtype(self.cfg.precision, device)
+        _check_network_memory(self.plan, device)
         self.parts = build_components(
             self.plan,
             device,
@@ -207,24 +239,84 @@ class Trainer:
             amp_dtype=self.amp_dtype,
         )
         self.step = 0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk, if known
         if state is not None:
-            self.data.sampler.load_state_dict(state["sampler"])
-            self.step, exact = ckpt.restore_run_state(state, self.parts)
+            source = ckpt.find_checkpoint(self.cfg.resume or self.run_dir)
+            self._restore_sampler(state["sampler"], source)
+            self.step, exact = ckpt.restore_run_state(state, self.parts, source=source)
+            self.saved_step = self.step
             if not exact and self.main:
                 self.console.print(
                     f"[yellow]resuming a {len(state['rng'])}-rank checkpoint on {self.world} "
                     "ranks: random streams are reseeded, so the continuation is not bit-exact[/]"
                 )
+        # About what one checkpoint takes on disk (the optimizer's moments are made at the
+        # first step); a new one is written beside the previous one.
+        self.checkpoint_bytes = ckpt.state_bytes(
+            [
+                self.parts.online.state_dict(),
+                None if self.parts.target is None else self.parts.target.state_dict(),
+                self.parts.method.state_dict(),
+                None
+                if self.parts.learned_generators is None
+                else self.parts.learned_generators.state_dict(),
+            ]
+        ) + 2 * sum(p.numel() * p.element_size() for p in self.parts.params)
+        if self.main and prepared.restarted:
+            self.console.print(
+                f"{self.run_dir} has no checkpoint (its run stopped before its first step): "
+                f"starting it again in place from its config.yaml",
+                soft_wrap=True,
+            )
+        elif self.main and state is None and ckpt.stopped_before_first_step(self.run_dir):
+            self.console.print(
+                f"{self.run_dir} holds a run that stopped before its first step: starting it "
+                f"again in place",
+                soft_wrap=True,
+            )
         # Only now is anything written: the directory, its lock, and on resume the logs cut
-        # back to the checkpoint.
+        # back to the checkpoint. From here on a stop signal is saved, not raised.
+        self.stop.defer()
         _on_every_rank(lambda: self._claim(resuming=state is not None), self.device)
+
+    def _restore_sampler(self, saved: Any, source: Path) -> None:
+        """The sampler's position from the checkpoint, or one line saying the data changed."""
+        now = self.data.sampler.state_dict()
+        if isinstance(saved, dict):
+            for key, option in (("real_size", "--data"), ("synthetic_size", "--synthetic-data")):
+                if key in saved and saved[key] != now[key]:
+                    given = getattr(self.cfg, option[2:].replace("-", "_"))
+                    raise ckpt.CheckpointError(
+                        f"{option} {given}: the training images changed since {source} was "
+                        f"saved ({now[key]} images now, {saved[key]} then); resume with the "
+                        f"images the run started with (the same {option} folder and files), "
+                        f"or start a new run with another --out"
+                    )
+        try:
+            self.data.sampler.load_state_dict(saved)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ckpt.CheckpointError(
+                f"{source} does not fit this run's data ({one_line(e)}); resume with the data "
+                f"and --batch-size the run started with, or start a new run with another --out"
+            ) from None
 
     def _claim(self, *, resuming: bool) -> None:
         if not self.main:
             return
+        needed = self.checkpoint_bytes * (1 if resuming else 2) + (1 << 20)
+        ckpt.check_space(self.run_dir, needed)
         self.lock = ckpt.claim_run_dir(self.run_dir, resuming=resuming)
         if resuming:
+            torn = ckpt.unreadable_metric_lines(self.run_dir)
             truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+            if torn:
+                lines = ", ".join(map(str, torn[:5])) + (" ..." if len(torn) > 5 else "")
+                self.console.print(
+                    f"[yellow]warning:[/] {self.run_dir / 'metrics.jsonl'}: dropped "
+                    f"{len(torn)} unreadable line(s) (line {lines}: a write cut short); the "
+                    f"steps after the checkpoint are logged again",
+                    soft_wrap=True,
+                )
 
     def close(self) -> None:
         """Release the run directory (the lock also ends with the process)."""
@@ -235,17 +327,45 @@ class Trainer:
     # ---------------------------------------------------------------------------- state
 
     def save(self, consumed: int) -> Path:
+        """Write the checkpoint of the current step, after checking that every weight, buffer
+        and optimizer value is finite (agreed over ranks).
+
+        Raises:
+            NonFiniteLossError: A value is NaN or infinite; nothing is written, the previous
+                checkpoint stays the last good one.
+            OSError: The file cannot be written (one line); the previous checkpoint is intact.
+        """
         state = ckpt.run_state(
             self.parts,
             step=self.step,
             config=self.cfg.to_dict(),
             sampler=self.data.sampler.state_dict(consumed=consumed),
         )
+        checked = {k: state[k] for k in ("online", "target", "method", "optimizer", "joint")}
+        bad = ckpt.nonfinite(ckpt.named_tensors(checked))
+        if _agree(torch.tensor(bad is not None), 0, self.device)[0]:
+            where = f" ({bad})" if bad is not None else " (on another rank)"
+            raise NonFiniteLossError(self._diverged(where, what="the weights"))
         path = self.run_dir / ckpt.CHECKPOINT_NAME
-        if self.main:
-            ckpt.save_atomic(state, path)
-        if self.world > 1:
-            dist.barrier()
+
+        def write() -> None:
+            if not self.main:
+                return
+            try:
+                ckpt.save_atomic(state, path, size=self.checkpoint_bytes)
+            except OSError as e:
+                what = (e.strerror or str(e)).removesuffix(RETRY_HINT)
+                then = (
+                    f"the checkpoint of step {self.saved_step} is intact: free some space and "
+                    f"continue with --resume {self.run_dir}"
+                    if self.saved_step is not None
+                    else "no checkpoint was written yet: free some space and start again with "
+                    "an empty --out"
+                )
+                raise OSError(e.errno, f"{what} (at step {self.step}); {then}") from None
+
+        _on_every_rank(write, self.device)
+        self.saved_step = self.step
         return path
 
     # ---------------------------------------------------------------------------- one step
@@ -367,14 +487,19 @@ class Trainer:
             invocation = {"resume": None, "stop_at": None}
             save_config(cfg.updated(invocation), self.run_dir / "config.yaml", header=header)
             self._describe()
+        stop = self.stop
+        # A stop that came during the start-up (agreed over ranks): before the log is opened,
+        # so that the directory holds only config.yaml and starts again in place.
+        signum = _agree(torch.zeros((), device=self.device), stop.signum, self.device)[1]
+        if signum:
+            raise self._stopped_before_first_step(signum)
         logger = MetricsLogger(self.run_dir, enabled=self.main, resumed_step=self.step)
-        stop = StopRequest()
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         pending: list[Pending] = []
         last_loss = float("nan")
         t_start = t_flush = time.perf_counter()
         step_at_flush = start = self.step
-        skipped_total = 0
+        skipped: set[str] = set()  # the unreadable files met (each counted once)
         progress = RunProgress(
             self.console,
             total=total,
@@ -395,7 +520,10 @@ class Trainer:
             t_flush, step_at_flush = now, self.step
             lr = pending[-1].info.lr if pending else float("nan")
             for record in records(pending, rate, self.device) if pending else []:
-                logger.write(record)
+                try:
+                    logger.write(record)
+                except OSError as e:
+                    raise write_error(self.run_dir / "metrics.jsonl", e) from None
                 last_loss = record["loss"]
             pending.clear()
             last = self.step == stop_step or signum != 0
@@ -408,8 +536,21 @@ class Trainer:
             self.save(consumed)
 
         consumed = 0
-        batches = self.data.iterate(self.step)
-        with progress, stop, value_checks(cfg.check_inputs), contextlib.closing(logger):
+        handlers: contextlib.AbstractContextManager[Any] = (
+            contextlib.nullcontext() if stop.entered else stop
+        )
+        with (
+            progress,
+            handlers,
+            value_checks(cfg.check_inputs),
+            contextlib.closing(logger),
+            contextlib.ExitStack() as cleanup,
+        ):
+            batches = self.data.iterate(self.step)
+            # However the loop ends, its DataLoader workers end with it: they ignore the stop
+            # signals, so one left running (by an error whose traceback keeps the iterator)
+            # would hold up the exit of the process.
+            cleanup.callback(lambda: _stop_workers(batches))
             while self.step < stop_step:
                 try:
                     batch = next(batches)
@@ -431,7 +572,7 @@ class Trainer:
                     ) from None
                 consumed += 1
                 if batch.skipped:
-                    skipped_total += len(batch.skipped)
+                    skipped.update(batch.skipped)
                     self.data.report_skipped(batch.skipped, self.console if self.main else None)
                 v1 = batch.view1.to(self.device, non_blocking=True)
                 v2 = batch.view2.to(self.device, non_blocking=True)
@@ -488,7 +629,7 @@ class Trainer:
             last_loss,
             done * cfg.batch_size / max(seconds, 1e-9),
             seconds,
-            skipped_total,
+            len(skipped),
             self.main,
             tuple(describe_data(self.plan, self.data)),
             self.step * cfg.batch_size,
@@ -502,17 +643,34 @@ class Trainer:
             signum=signum,
         )
 
-    def _diverged(self, detail: str = "") -> str:
-        last = self.run_dir / ckpt.CHECKPOINT_NAME
-        where = (
-            f"the last good checkpoint is {last}"
-            if last.exists()
-            else "no checkpoint was written yet"
+    def _stopped_before_first_step(self, signum: int) -> Interrupted:
+        """A stop signal that came before this invocation trained a step."""
+        name = signal.Signals(signum).name
+        if self.saved_step is not None:
+            return Interrupted(
+                f"{name} at step {self.step}, before this run's first step; the checkpoint of "
+                f"step {self.step} in {self.run_dir} is current; continue with --resume "
+                f"{self.run_dir}",
+                signum=signum,
+            )
+        return Interrupted(
+            f"{name} before the run's first step: no checkpoint yet, nothing lost; start it "
+            f"again in place with the same command or --resume {self.run_dir}",
+            signum=signum,
         )
+
+    def _diverged(self, detail: str = "", *, what: str = "the loss") -> str:
+        last = self.run_dir / ckpt.CHECKPOINT_NAME
+        if self.saved_step is not None:
+            where = f"the last good checkpoint is {last} (step {self.saved_step})"
+        elif last.exists():
+            where = f"the last good checkpoint is {last}"
+        else:
+            where = "no checkpoint was written yet"
         return (
-            f"the loss became NaN or infinite by step {self.step} {detail}; {where}; lower --lr, "
-            f"raise --warmup-steps or check the data"
-        ).replace("  ", " ")
+            f"{what} became NaN or infinite by step {self.step}{' ' if detail else ''}"
+            f"{detail.strip()}; {where}; lower --lr, raise --warmup-steps or check the data"
+        )
 
     def _describe(self) -> None:
         cfg, r = self.cfg, self.plan
@@ -553,8 +711,10 @@ def train(
     """
     console = console or Console(stderr=True)
     device = resolve_device(requested(_layers(request)).device)
-    with process_group(device):
-        trainer = Trainer(request, device, console)
+    # The stop signals are handled from the start: until the run directory is claimed a stop
+    # ends the command with nothing written, then the loop saves and stops.
+    with StopRequest(immediate=True) as stop, process_group(device):
+        trainer = Trainer(request, device, console, stop=stop)
         try:
             return trainer.run(show_progress=show_progress)
         finally:
@@ -609,9 +769,53 @@ def _on_every_rank(action: Callable[[], None], device: torch.device) -> None:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         failed = bool(flag.item())
     if error is not None:
-        raise error
+        try:
+            raise error
+        finally:
+            error = None  # no reference cycle through this frame: the traceback is freed
     if failed:
         raise ConfigError("another rank could not prepare the run; see its error")
+
+
+def _check_network_memory(plan: RunPlan, device: torch.device) -> None:
+    """Refuse, before anything is allocated, networks whose weights, gradients, optimizer
+    moments and EMA target alone exceed the device's memory (counted on the meta device)."""
+    from .atomic import human_bytes
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            online, target = build_networks(plan.config, plan.method, plan.method_settings())
+    except Exception:  # the real build says what is wrong
+        return
+    weights = sum(p.numel() for p in online.parameters())
+    trainable = sum(p.numel() for p in online.parameters() if p.requires_grad)
+    ema = 0 if target is None else sum(p.numel() for p in target.parameters())
+    needed = 4 * (weights + ema + 3 * trainable)  # float32: gradients and two moments
+    if device.type == "cuda":
+        available = torch.cuda.get_device_properties(device).total_memory
+    else:
+        try:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return
+    if needed > available:
+        raise ConfigError(
+            f"the networks alone take about {human_bytes(needed)} ({weights / 1e6:.0f}M "
+            f"parameters with their gradients, optimizer moments and EMA target), more than "
+            f"the {human_bytes(available)} of memory of {device}; lower --embed-dim, --depth, "
+            f"--proj-hidden or --proj-dim"
+        )
+
+
+def _stop_workers(batches: Any) -> None:
+    """Shut down the DataLoader workers behind an iterator of batches (a DataLoader's own
+    iterator, or a generator over one)."""
+    close = getattr(batches, "close", None)
+    if callable(close):
+        close()
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if callable(shutdown):
+        shutdown()
 
 
 def _agree(nonfinite: Tensor, signum: int, device: torch.device) -> tuple[bool, int]:

@@ -29,9 +29,11 @@ Branch = Literal["online", "target"]
 
 
 def load_run(run: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
-    """The resolved config and the checkpoint of a run directory (or checkpoint file)."""
-    state = ckpt.load(run, map_location="cpu")
-    return TrainConfig.from_dict(state["config"]), state
+    """The resolved config and the checkpoint of a run directory (or checkpoint file), read
+    safely (:func:`reference_trainer.checkpoint.load`: checksums verified, tensors and plain
+    values only)."""
+    state = ckpt.load(run, map_location="cpu", role="RUN")
+    return TrainConfig.from_dict(state["config"], source=f"{run} (its config)"), state
 
 
 def load_backbone(run: str | Path, branch: Branch = "online") -> tuple[nn.Module, TrainConfig]:
@@ -44,14 +46,28 @@ def load_backbone(run: str | Path, branch: Branch = "online") -> tuple[nn.Module
     cfg, state = load_run(run)
     torch.manual_seed(stream_seed(cfg.seed, Stream.WEIGHTS))  # the run's initial weights
     online, target = build_networks(cfg, get_method(cfg.method), method_settings(cfg, None))
-    if branch == "online":
-        online.load_state_dict(state["online"])
-        backbone = online.encoder.backbone
-    else:
-        if target is None or state.get("target") is None:
-            raise ConfigError(f"--branch target: the {cfg.method} run has no momentum target")
-        target.load_state_dict(state["target"])
-        backbone = target.backbone
+    try:
+        if branch == "online":
+            online.load_state_dict(state["online"])
+            backbone = online.encoder.backbone
+        else:
+            if target is None or not isinstance(state.get("target"), dict):
+                raise ConfigError(f"--branch target: the {cfg.method} run has no momentum target")
+            target.load_state_dict(state["target"])
+            backbone = target.backbone
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ckpt.CheckpointError(
+            f"{ckpt.find_checkpoint(run, role='RUN')}: its {branch} weights do not fit its "
+            f"config ({type(e).__name__}: {' '.join(str(e).split())[:300]})"
+        ) from None
+    bad = ckpt.nonfinite(backbone.state_dict().items())
+    if bad is not None:
+        raise ckpt.CheckpointError(
+            f"{ckpt.find_checkpoint(run, role='RUN')}: the {branch} backbone holds NaN or "
+            f"infinite values ({bad}); refused: use a checkpoint written before the run diverged"
+        )
     return backbone.eval(), cfg
 
 
@@ -100,8 +116,11 @@ def pretrained_cfg(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def export_paths(out: str | Path) -> tuple[Path, Path]:
-    """The weights (``.safetensors``) and description (``.json``) files of an export to ``out``."""
+    """The weights (``.safetensors``) and description (``.json``) files of an export to ``out``
+    (an existing folder gets ``backbone.safetensors`` inside it)."""
     weights = Path(out)
+    if weights.is_dir():
+        weights = weights / "backbone.safetensors"
     if weights.suffix != ".safetensors":
         weights = weights.with_suffix(".safetensors")
     return weights, weights.with_suffix(".json")
@@ -163,9 +182,9 @@ def export(run: str | Path, out: str | Path, *, branch: Branch = "online") -> tu
         "fixed_pos_embed": cfg.arch in MOCOV3_ARCHS,
         "source_run": str(run),
     }
-    write_atomic(weights, lambda f: f.write(blob), sync_dir=False)
     text = json.dumps(description, indent=2) + "\n"
-    write_atomic(meta, lambda f: f.write(text.encode()))
+    write_atomic(weights, lambda f: f.write(blob), sync_dir=False, size=len(blob) + len(text))
+    write_atomic(meta, lambda f: f.write(text.encode()), size=len(text))
     return weights, meta
 
 

@@ -54,7 +54,10 @@ from .resnets import TRANSFORMER_ONLY_OPTIONS, is_resnet
 
 __all__ = [
     "DEFAULT_SOURCE",
+    "MAX_SEED",
+    "MAX_STEPS",
     "NEGATIVE_PRESETS",
+    "UPPER_BOUNDS",
     "Layer",
     "ResolvedOptions",
     "RunPlan",
@@ -457,12 +460,113 @@ def infer_dataset(data: str) -> str:
     )
 
 
+#: The largest number of optimizer steps (``--steps``, ``--stop-at``, the step forms of the
+#: warmup and the negatives' window, the ``--*-every`` options): far beyond any real run, and
+#: small enough for every counter and time estimate of the loop.
+MAX_STEPS: Final = 10**9
+#: The largest ``--seed``: the run's streams are derived from it by small multiples
+#: (:mod:`reference_trainer.seeds`) that must fit PyTorch's 64-bit seeds.
+MAX_SEED: Final = 2**50 - 1
+_MAX_EPOCHS: Final = 10**6
+#: The largest value of each bounded option (the sizes that decide memory, the counts).
+UPPER_BOUNDS: Final[Mapping[str, int]] = {
+    "img_size": 4096,
+    "patch_size": 4096,
+    "window_size": 4096,
+    "builtin_size": 100_000_000,
+    "batch_size": 2**20,
+    "proj_hidden": 2**17,
+    "proj_dim": 2**16,
+    "embed_dim": 2**16,
+    "depth": 1024,
+    "num_heads": 4096,
+    "queue_size": 2**31 - 1,
+    "workers": 1024,
+    "n_hard": 2**20,
+    **dict.fromkeys(STRATEGIES, 2**20),
+    "negatives_as_run_gpus": 2**16,
+    "seed": MAX_SEED,
+    **dict.fromkeys(
+        (
+            "steps",
+            "stop_at",
+            "warmup_steps",
+            "negatives_start",
+            "negatives_end",
+            "checkpoint_every",
+            "log_every",
+            "progress_every",
+            "hardness_every",
+            "generator_grid_every",
+        ),
+        MAX_STEPS,
+    ),
+    **dict.fromkeys(
+        ("epochs", "warmup_epochs", "negatives_start_epoch", "negatives_end_epoch"), _MAX_EPOCHS
+    ),
+}
+
+
+def _check_bounds(cfg: TrainConfig) -> None:
+    """Every number is finite, and no option is beyond its upper bound (:data:`UPPER_BOUNDS`)
+    or, for ``--seed``, below 0."""
+    for name in TrainConfig.field_names():
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value):
+            raise ConfigError(f"{flag(name)} must be a finite number, got {value}")
+        bound = UPPER_BOUNDS.get(name)
+        if bound is not None and value > bound:
+            raise ConfigError(f"{flag(name)} must be <= {bound}, got {value}")
+    if cfg.seed < 0:
+        raise ConfigError(f"--seed must be in [0, {MAX_SEED}], got {cfg.seed}")
+
+
+def _memory_bytes() -> int | None:
+    """The machine's physical memory, or None where it cannot be told."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(cfg: TrainConfig, method: type[Method]) -> None:
+    """Refuse, before anything is allocated, the sizes whose memory alone exceeds the machine's:
+    the negative queues with one step's logits against them, and the built-in set's sampler."""
+    from .atomic import human_bytes
+
+    memory = _memory_bytes()
+    if memory is None:
+        return
+    where = f"more than this machine's {human_bytes(memory)} of memory"
+    if method.bank == "queue" and cfg.queue_size is not None:
+        dim = cfg.proj_dim or 256
+        queues = 2 * cfg.queue_size * dim * 4  # up to two queues (MoBY's) of float32 keys
+        logits = 3 * cfg.batch_size * cfg.queue_size * 4  # logits, softmax and their gradient
+        if queues + logits > memory:
+            raise ConfigError(
+                f"--queue-size {cfg.queue_size}: the negative queues and one step's logits "
+                f"against them take about {human_bytes(queues + logits)} (2 x {cfg.queue_size} "
+                f"keys x {dim} dims x 4 bytes, {cfg.batch_size} x {cfg.queue_size} logits), "
+                f"{where}; lower --queue-size"
+            )
+    if cfg.dataset == "builtin":
+        sampler = 16 * cfg.builtin_size  # the epoch's permutation (int64) and its copy
+        if sampler > memory:
+            raise ConfigError(
+                f"--builtin-size {cfg.builtin_size}: the sampler's permutation alone takes "
+                f"about {human_bytes(sampler)}, {where}; lower --builtin-size"
+            )
+
+
 def validate(cfg: TrainConfig, method: type[Method], *, world_size: int = 1) -> None:
     """Check every option that can be checked without reading data (each exactly once).
 
     Runs before the run directory is created or any file is read, so a bad option leaves
     nothing behind.
     """
+    _check_bounds(cfg)
     if cfg.dataset not in DATASETS:
         raise ConfigError(
             f"--dataset must be one of {', '.join(dataset_names())}, got {cfg.dataset!r}"
@@ -489,7 +593,8 @@ def validate(cfg: TrainConfig, method: type[Method], *, world_size: int = 1) -> 
             "stop_at",
         ),
     )
-    _check_at_least(cfg, 0, ("workers", "warmup_steps", "negatives_start"))
+    _check_at_least(cfg, 0, ("workers", "warmup_steps", "negatives_start", *STRATEGIES))
+    _check_at_least(cfg, 1, ("n_hard",))
     if not 0 < cfg.generator_fraction <= 1:
         raise ConfigError(f"--generator-fraction must be in (0, 1], got {cfg.generator_fraction}")
     if cfg.generator_lr <= 0:
@@ -539,6 +644,7 @@ def validate(cfg: TrainConfig, method: type[Method], *, world_size: int = 1) -> 
         )
     _check_mixing(cfg)
     _check_recipe_options(cfg)
+    _check_memory(cfg, method)
 
 
 def _check_recipe_options(cfg: TrainConfig) -> None:

@@ -50,9 +50,13 @@ class RunLock:
             raise ConfigError(_in_use(self.run_dir, e.holder)) from None
         return self
 
-    def release(self) -> None:
-        """Let go of the lock (the file stays: it names the last holder)."""
-        self._lock.release()
+    def release(self, *, remove: bool = False) -> None:
+        """Let go of the lock (the file stays: it names the last holder).
+
+        Args:
+            remove: Also delete the lock file (a claim that failed removes the file it made).
+        """
+        self._lock.release(remove=remove)
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -1,21 +1,32 @@
 """The boundary between a command and the person who ran it: errors a user can fix (bad options,
-missing data, unreadable checkpoints, a diverging loss) end the command with one line and a
-non-zero exit code, never a traceback."""
+missing data, unreadable checkpoints, a diverging loss, a full disk, too little memory) end the
+command with one line and a non-zero exit code, never a traceback."""
 
 from __future__ import annotations
 
+import errno
 import functools
+import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import typer
+from rich.markup import escape
 
+from ..atomic import SPACE_ERRORS, free_bytes, human_bytes
 from ..checkpoint import CheckpointError
 from ..data.base import DatasetError
 from ..errors import ConfigError, dataloader_worker_died, one_line
 from ._consoles import console
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: What the allocators say when memory runs out (CPU: c10's DefaultCPUAllocator; CUDA, MPS).
+_OUT_OF_MEMORY = re.compile(
+    r"can't allocate memory|out of memory|OutOfMemory|MPS backend out of memory", re.IGNORECASE
+)
+_TRIED = re.compile(r"(?:tried to allocate|allocate) (\d+(?:\.\d+)?) ?(bytes|[KMGT]i?B)")
 
 
 def exit_on_user_error(fn: F) -> F:
@@ -38,13 +49,63 @@ def exit_on_user_error(fn: F) -> F:
             NonFiniteLossError,
             FileNotFoundError,
         ) as e:
-            console.print(f"[red]error:[/] {one_line(e)}", soft_wrap=True)
-            raise typer.Exit(1) from None
-        except RuntimeError as e:
+            _fail(one_line(e))
+        except OSError as e:  # a full disk, a read-only file system, permissions, quotas
+            _fail(os_error_line(e))
+        except MemoryError as e:
+            _fail(out_of_memory_line(str(e)))
+        except RuntimeError as e:  # torch.OutOfMemoryError is one
+            if _OUT_OF_MEMORY.search(str(e)):
+                _fail(out_of_memory_line(str(e)))
             # "Caught <error> in DataLoader worker process N": a worker's error, with its traceback
             if dataloader_worker_died(e) or "Caught" in str(e):
-                console.print(f"[red]error:[/] {one_line(e)}", soft_wrap=True)
-                raise typer.Exit(1) from None
+                _fail(one_line(e))
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(line: str) -> NoReturn:
+    console.print(f"[red]error:[/] {escape(line)}", soft_wrap=True)
+    raise typer.Exit(1) from None
+
+
+def os_error_line(error: OSError) -> str:
+    """An ``OSError`` as one line: what failed on which path, and for a full file system the
+    space free on it.
+
+    Example:
+        >>> os_error_line(PermissionError(13, "Permission denied", "/data/run"))
+        'Permission denied: /data/run'
+    """
+    reason = error.strerror or one_line(error) or type(error).__name__
+    if error.filename is None:
+        return one_line(reason)
+    path = str(error.filename)
+    line = f"{one_line(reason)}: {path}"
+    if error.errno in SPACE_ERRORS:
+        free = free_bytes(Path(path).parent)
+        if free is not None:
+            line += f" ({human_bytes(free)} free on its file system); free some space and rerun"
+    elif error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        line += " (write somewhere else, e.g. with --out)"
+    return line
+
+
+def out_of_memory_line(message: str) -> str:
+    """The allocator's complaint as one line that says what to lower.
+
+    Example:
+        >>> out_of_memory_line("DefaultCPUAllocator: can't allocate memory: you tried to "
+        ...     "allocate 8000000000000 bytes. Error code 12")[:45]
+        'out of memory: an allocation of 8.0 TB failed'
+    """
+    found = _TRIED.search(message)
+    size = ""
+    if found is not None:
+        number, unit = found.groups()
+        size = f" of {human_bytes(float(number))}" if unit == "bytes" else f" of {number} {unit}"
+    return (
+        f"out of memory: an allocation{size} failed; lower the sizes (--batch-size, "
+        f"--queue-size, --img-size, the model widths) or use a machine with more memory"
+    )

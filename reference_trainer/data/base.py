@@ -24,6 +24,8 @@ from torch.utils.data import Dataset
 from ..errors import one_line
 
 __all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_PIXELS_ENV",
     "CorruptImageError",
     "DatasetError",
     "DatasetFileError",
@@ -31,7 +33,17 @@ __all__ = [
     "FileImageDataset",
     "ImageDataset",
     "LoadedImage",
+    "check_image_pixels",
+    "max_image_pixels",
 ]
+
+#: The environment variable that sets the largest image (width x height, in pixels) the datasets
+#: decode; ``0`` or ``none`` lifts the limit. DataLoader workers inherit it.
+MAX_IMAGE_PIXELS_ENV = "SYN2CO_MAX_IMAGE_PIXELS"
+#: The default limit: 64 megapixels (8192 x 8192), above any photo of the usual datasets; a
+#: larger file (a decompression bomb: a few KB of PNG can hold gigabytes of pixels) is treated as
+#: unreadable, so a 13000 x 13000 PNG is not decoded into 0.5 GB at every epoch.
+DEFAULT_MAX_IMAGE_PIXELS = 2**26
 
 T = TypeVar("T")
 
@@ -205,6 +217,45 @@ class FileImageDataset(ImageDataset):
                 raise CorruptImageError(path, reason)
             skipped.append(path)
         raise CorruptImageError(self.root, f"none of the {n} image files could be read")
+
+
+def max_image_pixels() -> int | None:
+    """The largest image the datasets decode, in pixels: ``$SYN2CO_MAX_IMAGE_PIXELS`` or
+    :data:`DEFAULT_MAX_IMAGE_PIXELS`; None when the variable lifts the limit (``0``/``none``).
+
+    Raises:
+        DatasetError: The variable is not a whole number (one line).
+    """
+    text = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    if text.lower() in ("0", "none"):
+        return None
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except (ValueError, OverflowError):
+        value = -1
+    if value < 0:
+        raise DatasetError(
+            f"{MAX_IMAGE_PIXELS_ENV}={text}: expected a number of pixels (e.g. 200000000), or 0 "
+            f"for no limit"
+        )
+    return value or None
+
+
+def check_image_pixels(path: str, size: tuple[int, int], limit: int | None) -> None:
+    """Refuse an image of more than ``limit`` pixels before it is decoded.
+
+    Raises:
+        CorruptImageError: Naming the file, its size and how to raise the limit.
+    """
+    width, height = size
+    if limit is not None and width * height > limit:
+        raise CorruptImageError(
+            path,
+            f"{width}x{height} is {width * height} pixels, more than the limit of {limit}; "
+            f"set {MAX_IMAGE_PIXELS_ENV} to a larger number (or 0 for no limit) to read it",
+        )
 
 
 def check_index(index: int, length: int) -> int:

@@ -17,6 +17,8 @@ import functools
 import gzip
 import os
 import pickle
+import re
+import warnings
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from reference_trainer.data.base import (
+    MAX_IMAGE_PIXELS_ENV,
     CorruptImageError,
     DatasetFileError,
     DatasetNotFoundError,
@@ -34,7 +37,9 @@ from reference_trainer.data.base import (
     ImageDataset,
     LoadedImage,
     as_class_names,
+    check_image_pixels,
     check_index,
+    max_image_pixels,
 )
 from reference_trainer.data.builtin import ProceduralShapes
 from reference_trainer.data.registry import (
@@ -125,15 +130,48 @@ def read_rgb_image(path: str) -> Image.Image:
     """Open, fully decode and convert an image file to 8-bit RGB (16-bit, palette, CMYK, ...:
     see :mod:`reference_trainer.data.rgb`).
 
+    An image of more pixels than :func:`~reference_trainer.data.base.max_image_pixels`
+    (``$SYN2CO_MAX_IMAGE_PIXELS``, 64 megapixels by default) is refused from its header,
+    before it is decoded.
+
     Raises:
         CorruptImageError: When the file cannot be opened or decoded (missing, truncated,
-            not an image, ...).
+            not an image, larger than the pixel limit, ...).
     """
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = limit  # PIL's own guard follows ours (see _open_header)
     try:
-        rgb = open_rgb(path)
+        with open(path, "rb") as fh:
+            check_image_pixels(path, _header_size(path, fh, limit), limit)
+            fh.seek(0)
+            rgb = open_rgb(fh)
+    except CorruptImageError:
+        raise
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise CorruptImageError(path, f"{type(exc).__name__}: {exc}") from exc
     return rgb
+
+
+def _header_size(path: str, fh: Any, limit: int | None) -> tuple[int, int]:
+    """The width and height an image file declares, read from its header only.
+
+    PIL's decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``, set to our limit) warns above
+    the limit, which is refused here anyway, and raises above twice it: that becomes the same
+    one-line refusal.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fh) as header:
+                return header.size
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = found.group(1) if found else "too many"
+        raise CorruptImageError(
+            path,
+            f"{pixels} pixels, more than the limit of {limit}; set {MAX_IMAGE_PIXELS_ENV} to a "
+            f"larger number (or 0 for no limit) to read it",
+        ) from None
 
 
 class ImageFolderDataset(FileImageDataset):
@@ -179,6 +217,7 @@ class ImageFolderDataset(FileImageDataset):
         self.root = Path(root)
         self.strict = strict
         self.extensions = tuple(e.lower() for e in extensions)
+        max_image_pixels()  # a bad $SYN2CO_MAX_IMAGE_PIXELS: one line now, not one per image
         where = f"{split} image folder {self.root}"
         if not self.root.exists():
             raise DatasetNotFoundError(
@@ -357,13 +396,54 @@ def _first_dir_with(candidates: Sequence[Path], files: Sequence[str]) -> Path | 
 _FETCH_AGAIN = "delete it and extract or download it again"
 
 
+#: The only globals a CIFAR python batch names: numpy arrays (``_reconstruct``, ``ndarray``,
+#: ``dtype``; ``numpy.core`` in files written by numpy 1, ``numpy._core`` by numpy 2) and the
+#: ``bytes`` of Python 3 pickles (``_codecs.encode``).
+_CIFAR_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles the data of a CIFAR batch and nothing else: any other global (a function a
+    crafted file would call, such as ``os.system``) is refused before it is looked up."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a CIFAR batch never does"
+            )
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path, kind: str) -> dict[str, Any]:
-    """A CIFAR python batch: a pickled dict (keys as str)."""
+    """A CIFAR python batch: a pickled dict (keys as str), read with an unpickler that builds
+    dicts, lists, strings, numbers and numpy arrays only (see :class:`_BatchUnpickler`)."""
     try:
         with path.open("rb") as fh:
-            data = pickle.load(fh, encoding="latin1")
+            data = _BatchUnpickler(fh, encoding="latin1").load()
     except OSError as exc:
         raise DatasetFileError(path, f"cannot be read: {exc.strerror or exc}") from None
+    except pickle.UnpicklingError as exc:
+        if "CIFAR batch never does" in str(exc):
+            raise DatasetFileError(
+                path,
+                f"is not a {kind} python batch: {exc}; refused, nothing of it was run "
+                f"({_FETCH_AGAIN})",
+            ) from None
+        raise DatasetFileError(
+            path,
+            f"is truncated or corrupt, not a {kind} python batch "
+            f"({type(exc).__name__}: {exc}); {_FETCH_AGAIN}",
+        ) from None
     except Exception as exc:  # a cut pickle ends with EOFError, a corrupt one with anything
         raise DatasetFileError(
             path,

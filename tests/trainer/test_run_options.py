@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import pytest
 import yaml
@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from reference_trainer.cli import app
+from reference_trainer.config import TrainConfig
+from reference_trainer.errors import flag
 from reference_trainer.methods import method_names
 
 from .conftest import TINY_DEIT, tiny_run, write_image_folder
@@ -243,3 +245,104 @@ def test_data_with_the_builtin_dataset_is_refused(runner: CliRunner, tmp_path: P
     assert result.exit_code == 1
     assert "--dataset builtin reads no files" in one_line_error(result.output)
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Extreme values of every numeric option
+# --------------------------------------------------------------------------------------------
+
+
+def _numeric_options() -> dict[str, type]:
+    """Every int or float option of ``TrainConfig`` (optional ones included), by field name."""
+    hints = get_type_hints(TrainConfig)
+    found: dict[str, type] = {}
+    for name, hint in hints.items():
+        kinds = [a for a in get_args(hint) if a is not type(None)] or [hint]
+        if kinds[0] in (int, float):
+            found[name] = kinds[0]
+    return found
+
+
+NUMERIC = _numeric_options()
+#: The extremes, each with its kind: zero, negative, astronomically large, not finite.
+INT_EXTREMES = [("0", "zero"), ("-1", "negative"), (str(-(10**23)), "negative")]
+INT_EXTREMES += [(str(10**12), "huge"), (str(10**23), "huge")]
+FLOAT_EXTREMES = [("0", "zero"), ("-1", "negative"), ("-1e23", "negative")]
+FLOAT_EXTREMES += [("1e12", "huge"), ("1e23", "huge")]
+FLOAT_EXTREMES += [("nan", "not finite"), ("inf", "not finite"), ("-inf", "not finite")]
+#: The options whose value sizes memory, a count or a loop: an astronomically large value must
+#: be refused before anything is allocated (any int option beyond 64 bits is refused too).
+SIZES = {
+    "img_size",
+    "builtin_size",
+    "batch_size",
+    "queue_size",
+    "proj_hidden",
+    "proj_dim",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "patch_size",
+    "window_size",
+    "n_hard",
+    "interpolated",
+    "extrapolated",
+    "mixed",
+    "noisy",
+    "perturbed",
+    "adversarial",
+    "steps",
+    "epochs",
+    "stop_at",
+    "warmup_steps",
+    "warmup_epochs",
+    "workers",
+    "negatives_as_run_gpus",
+}
+
+
+def test_every_numeric_option_is_fuzzed() -> None:
+    """The fuzz below covers what TrainConfig holds (a new numeric option joins it)."""
+    assert {"lr", "seed", "img_size", "queue_size", "steps", "momentum"} <= NUMERIC.keys()
+    assert len(NUMERIC) >= 40
+    assert NUMERIC.keys() >= SIZES
+
+
+EXTREME_CASES = st.sampled_from(sorted(NUMERIC)).flatmap(
+    lambda name: st.tuples(
+        st.just(name), st.sampled_from(INT_EXTREMES if NUMERIC[name] is int else FLOAT_EXTREMES)
+    )
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(EXTREME_CASES)
+def test_extreme_values_fail_in_one_line_naming_the_option(
+    case: tuple[str, tuple[str, str]],
+) -> None:
+    """0, negative, huge and non-finite values of every numeric option, through the real option
+    parser (``--dry-run``: everything is resolved and checked, the data scanned, nothing
+    written): either a valid run, or exit code 1 with exactly one line ``error: ...`` naming the
+    option; nothing is created either way. A huge size or count is never valid, nor is a value
+    that is not finite."""
+    name, (value, kind) = case
+    option = flag(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "runs" / "run"
+        # given last: the parser keeps the last value (tiny_run's own --steps included)
+        args = [*tiny_run(out), "--steps", "2", "--dry-run", option, value]
+        result = CliRunner().invoke(app, args)
+        assert not (Path(tmp) / "runs").exists(), result.output
+    event(f"{kind}: exit {result.exit_code}")
+    beyond_int64 = NUMERIC[name] is int and abs(int(value)) > 2**63
+    if kind == "not finite" or beyond_int64 or (kind == "huge" and name in SIZES):
+        assert result.exit_code == 1, result.output
+    if result.exit_code == 0:
+        assert "dry run: nothing was written" in result.output
+        return
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error:"), result.output
+    assert option in lines[0] or f"'{name}'" in lines[0], lines[0]
