@@ -464,8 +464,8 @@ def infer_dataset(data: str) -> str:
 #: warmup and the negatives' window, the ``--*-every`` options): far beyond any real run, and
 #: small enough for every counter and time estimate of the loop.
 MAX_STEPS: Final = 10**9
-#: The largest ``--seed``: the run's streams are derived from it by small multiples
-#: (:mod:`reference_trainer.seeds`) that must fit PyTorch's 64-bit seeds.
+#: The largest ``--seed``: far beyond any use (every stream's seed is derived from it and a
+#: name, :func:`syn2co.seeds.derive_seed`, which takes any integer).
 MAX_SEED: Final = 2**50 - 1
 _MAX_EPOCHS: Final = 10**6
 #: The largest value of each bounded option (the sizes that decide memory, the counts).
@@ -475,6 +475,8 @@ UPPER_BOUNDS: Final[Mapping[str, int]] = {
     "window_size": 4096,
     "builtin_size": 100_000_000,
     "batch_size": 2**20,
+    "lr_reference_batch": 2**20,
+    "images_seen": MAX_STEPS * 2**20,
     "proj_hidden": 2**17,
     "proj_dim": 2**16,
     "embed_dim": 2**16,

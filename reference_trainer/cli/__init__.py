@@ -17,6 +17,7 @@ import typer
 
 from ..errors import ConfigError, one_line
 from ._consoles import console
+from ._error_boundary import OneLineUsageErrors
 from .compare import compare_cmd
 from .eval import eval_knn, eval_linear, probe_backbone
 from .run import HELP as RUN_HELP
@@ -27,6 +28,7 @@ __all__ = ["app", "eval_app", "main", "probe_backbone"]
 
 app = typer.Typer(
     name="syn2co-train",
+    cls=OneLineUsageErrors,
     help="Self-supervised pretraining of vision transformers with synthetic negatives and images.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

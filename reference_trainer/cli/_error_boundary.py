@@ -7,12 +7,18 @@ from __future__ import annotations
 import errno
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
+
+try:  # the click that typer runs on: its own copy in recent releases
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - typer releases that use click itself
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ..atomic import SPACE_ERRORS, free_bytes, human_bytes
 from ..checkpoint import CheckpointError
@@ -63,6 +69,45 @@ def exit_on_user_error(fn: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+class OneLineUsageErrors(TyperGroup):
+    """The command group whose usage errors (an unknown option, a value of the wrong type) are
+    one line and exit code 2, like every other error, instead of click's usage box."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = functools.partial(
+            super().main,
+            args,
+            prog_name,
+            complete_var,
+            standalone_mode=False,
+            windows_expand_args=windows_expand_args,
+            **extra,
+        )
+        if not standalone_mode:
+            return run()
+        try:
+            code = run()
+        except click_exceptions.NoArgsIsHelpError as e:  # help, not an error
+            typer.echo(e.ctx.get_help() if e.ctx is not None else e.format_message())
+            raise SystemExit(0) from None
+        except click_exceptions.UsageError as e:
+            where = f"{e.ctx.command_path} --help" if e.ctx is not None else "--help"
+            line = f"{one_line(e.format_message())} (see {where})"
+            console.print(f"[red]error:[/] {escape(line)}", soft_wrap=True)
+            raise SystemExit(e.exit_code) from None
+        except typer.Abort:
+            raise SystemExit(130) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def _fail(line: str) -> NoReturn:

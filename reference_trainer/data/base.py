@@ -11,10 +11,12 @@ worker processes (the paths travel with the batch).
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -256,6 +258,28 @@ def check_image_pixels(path: str, size: tuple[int, int], limit: int | None) -> N
             f"{width}x{height} is {width * height} pixels, more than the limit of {limit}; "
             f"set {MAX_IMAGE_PIXELS_ENV} to a larger number (or 0 for no limit) to read it",
         )
+
+
+def image_size_from_header(path: str, fh: Any, limit: int | None) -> tuple[int, int]:
+    """The width and height an image file declares, read from its header only.
+
+    PIL's decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``, set to our limit) warns above
+    the limit, which is refused here anyway, and raises above twice it: that becomes the same
+    one-line refusal.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fh) as header:
+                return header.size
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = found.group(1) if found else "too many"
+        raise CorruptImageError(
+            path,
+            f"{pixels} pixels, more than the limit of {limit}; set {MAX_IMAGE_PIXELS_ENV} to a "
+            f"larger number (or 0 for no limit) to read it",
+        ) from None
 
 
 def check_index(index: int, length: int) -> int:

@@ -17,8 +17,6 @@ import functools
 import gzip
 import os
 import pickle
-import re
-import warnings
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,7 +27,6 @@ import numpy.typing as npt
 from PIL import Image
 
 from reference_trainer.data.base import (
-    MAX_IMAGE_PIXELS_ENV,
     CorruptImageError,
     DatasetFileError,
     DatasetNotFoundError,
@@ -39,6 +36,7 @@ from reference_trainer.data.base import (
     as_class_names,
     check_image_pixels,
     check_index,
+    image_size_from_header,
     max_image_pixels,
 )
 from reference_trainer.data.builtin import ProceduralShapes
@@ -139,10 +137,10 @@ def read_rgb_image(path: str) -> Image.Image:
             not an image, larger than the pixel limit, ...).
     """
     limit = max_image_pixels()
-    Image.MAX_IMAGE_PIXELS = limit  # PIL's own guard follows ours (see _open_header)
+    Image.MAX_IMAGE_PIXELS = limit  # PIL's own guard follows ours (see image_size_from_header)
     try:
         with open(path, "rb") as fh:
-            check_image_pixels(path, _header_size(path, fh, limit), limit)
+            check_image_pixels(path, image_size_from_header(path, fh, limit), limit)
             fh.seek(0)
             rgb = open_rgb(fh)
     except CorruptImageError:
@@ -150,28 +148,6 @@ def read_rgb_image(path: str) -> Image.Image:
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise CorruptImageError(path, f"{type(exc).__name__}: {exc}") from exc
     return rgb
-
-
-def _header_size(path: str, fh: Any, limit: int | None) -> tuple[int, int]:
-    """The width and height an image file declares, read from its header only.
-
-    PIL's decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``, set to our limit) warns above
-    the limit, which is refused here anyway, and raises above twice it: that becomes the same
-    one-line refusal.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(fh) as header:
-                return header.size
-    except Image.DecompressionBombError as exc:
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        pixels = found.group(1) if found else "too many"
-        raise CorruptImageError(
-            path,
-            f"{pixels} pixels, more than the limit of {limit}; set {MAX_IMAGE_PIXELS_ENV} to a "
-            f"larger number (or 0 for no limit) to read it",
-        ) from None
 
 
 class ImageFolderDataset(FileImageDataset):

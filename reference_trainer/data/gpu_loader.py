@@ -56,7 +56,13 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from syn2co.samplers import MixedDataset
 
 from ..seeds import hashed_seed_of_ints
-from .base import CorruptImageError, FileImageDataset
+from .base import (
+    CorruptImageError,
+    FileImageDataset,
+    check_image_pixels,
+    image_size_from_header,
+    max_image_pixels,
+)
 from .gpu_augment import GpuTwoViewAugment, JitterOrder, ViewParams
 from .rgb import open_rgb, to_rgb
 from .transforms import AugmentationConfig, TwoViewBatch, _unpack
@@ -255,6 +261,10 @@ class RawImageDataset(Dataset[RawSample]):
 
     def _read(self, path: str, label: int, seed: int, source: int) -> RawSample:
         data = np.fromfile(path, dtype=np.uint8)
+        limit = max_image_pixels()  # refused from the header, before any decoder sees it
+        check_image_pixels(
+            path, image_size_from_header(path, io.BytesIO(data.tobytes()), limit), limit
+        )
         raw = torch.from_numpy(data)
         if jpeg_device_decodable(data):
             if not self.decode_in_worker:

@@ -357,3 +357,26 @@ def test_cuda_overlapped_iteration_gives_the_same_batches(folder: Path) -> None:
 
     for a, b in zip(run(True), run(False), strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_the_raw_path_refuses_images_beyond_the_pixel_limit_from_their_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU input path reads bytes: a JPEG (device-decodable) or PNG beyond the limit is
+    refused from its header, before any decoder sees it, as on the CPU path."""
+    from reference_trainer.data.base import MAX_IMAGE_PIXELS_ENV
+
+    folder = tmp_path / "images" / "a"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(folder / "0.jpg", quality=90)
+    Image.new("RGB", (40, 30), (4, 5, 6)).save(folder / "1.png")
+    monkeypatch.setenv(MAX_IMAGE_PIXELS_ENV, "1000")
+    for decode_in_worker in (False, True):
+        raw = RawImageDataset(
+            ImageFolderDataset(folder.parent, strict=True), decode_in_worker=decode_in_worker
+        )
+        for i in range(2):
+            with pytest.raises(CorruptImageError, match="40x30 is 1200 pixels, more than"):
+                raw[i]
+    monkeypatch.setenv(MAX_IMAGE_PIXELS_ENV, "1200")
+    assert all(RawImageDataset(ImageFolderDataset(folder.parent))[i].label == 0 for i in (0, 1))
