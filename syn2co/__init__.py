@@ -7,6 +7,8 @@ Modules:
     samplers: real/synthetic batch mixing with exact per-batch composition.
     distributed: collective helpers, no-ops without a process group.
     schedules: cosine schedules and active windows in steps.
+    seeds: one stable seed derivation for every seeded stream.
+    generators: the learned hard-sample and hard-pair generators.
     diagnostics: how hard the negatives are, as plain floats to log.
 """
 
