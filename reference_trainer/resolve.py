@@ -595,6 +595,11 @@ def validate(cfg: TrainConfig, method: type[Method], *, world_size: int = 1) -> 
             "stop_at",
         ),
     )
+    if cfg.images_seen is not None and cfg.images_seen < cfg.batch_size:
+        raise ConfigError(
+            f"--images-seen must be >= {cfg.batch_size} (one step of --batch-size "
+            f"{cfg.batch_size}), got {cfg.images_seen}"
+        )
     _check_at_least(cfg, 0, ("workers", "warmup_steps", "negatives_start", *STRATEGIES))
     _check_at_least(cfg, 1, ("n_hard",))
     if not 0 < cfg.generator_fraction <= 1:
@@ -787,11 +792,6 @@ def plan_run(options: ResolvedOptions, *, train_size: int) -> RunPlan:
     if cfg.steps is not None:
         total = cfg.steps
     elif cfg.images_seen is not None:
-        if cfg.images_seen < cfg.batch_size:
-            raise ConfigError(
-                f"--images-seen {cfg.images_seen} is less than one step of --batch-size "
-                f"{cfg.batch_size}"
-            )
         total = math.ceil(cfg.images_seen / cfg.batch_size)
     elif cfg.epochs is not None:
         total = max(1, round(cfg.epochs * steps_per_epoch))

@@ -78,6 +78,12 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "the demo: 2 steps instead of 300",
     ),
     (
+        r"(-m reference_trainer\.cli eval knn .*--protocol synco-v2.*)$",
+        r"\1 --batch-size 2",
+        "SynCo v2's sharded kNN: batches of 2 (its batch of 64 is more than a shard of the "
+        "fake ImageFolder holds)",
+    ),
+    (
         r"^python (examples/make_shapes_folder\.py .*)$",
         r"{python} {root}/\1 --train 40 --val 20",
         "the examples' image folder: 40 + 20 images instead of 2,000 + 500",

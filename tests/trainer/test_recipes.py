@@ -227,7 +227,7 @@ INFRASTRUCTURE = {
 
 #: Options given in one of two forms: either form set by the recipe covers both.
 FORMS = (
-    ("steps", "epochs"),
+    ("steps", "epochs", "images_seen"),  # the run length, in one of three forms
     ("warmup_steps", "warmup_epochs"),
     ("negatives_start", "negatives_start_epoch"),
     ("negatives_end", "negatives_end_epoch"),

@@ -171,8 +171,12 @@ def test_a_run_sized_in_images_seen_does_the_same_work_on_any_data() -> None:
     assert plan_run(over, train_size=640).total_steps == 3  # --steps wins
     epochs = resolve_options([Layer("flags", {"images_seen": 1000, "epochs": 2})])
     assert plan_run(epochs, train_size=640).total_steps == 16  # and it wins over --epochs
-    with pytest.raises(ConfigError, match="--images-seen 10 is less than one step"):
-        plan_run(resolve_options([Layer("f", {"images_seen": 10})]), train_size=640)
+    for few in (10, 0, -5):  # refused when the options are resolved, before any data is read
+        with pytest.raises(ConfigError) as error:
+            resolve_options([Layer("f", {"images_seen": few, "batch_size": 64})])
+        assert str(error.value) == (
+            f"--images-seen must be >= 64 (one step of --batch-size 64), got {few}"
+        )
 
 
 def test_the_config_of_a_resumed_run_starts_a_new_run(tmp_path: Path) -> None:
