@@ -48,8 +48,9 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     ),
     (
         r"^torchrun --nproc-per-node \d+ -m ",
-        "{python} -m torch.distributed.run --nproc-per-node 2 -m ",
-        "2 processes on the CPU (gloo) instead of 8 GPUs",
+        "{python} -m torch.distributed.run --standalone --nproc-per-node 2 -m ",
+        "2 processes on the CPU (gloo) instead of 8 GPUs, meeting on a free port (--standalone) "
+        "so that tests running at once never share one",
     ),
     (
         r"(?<![\w.])/data/",
@@ -270,7 +271,8 @@ def test_extraction_and_substitution(tmp_path: Path) -> None:
     assert substitute(
         "torchrun --nproc-per-node 8 -m reference_trainer.cli run --out b"
     ).startswith(
-        f"{PY} -m torch.distributed.run --nproc-per-node 2 -m reference_trainer.cli run --out b"
+        f"{PY} -m torch.distributed.run --standalone --nproc-per-node 2 -m reference_trainer.cli "
+        "run --out b"
     )
 
 

@@ -163,10 +163,29 @@ def assert_same_state(a: Path, b: Path, parts: tuple[str, ...] = ()) -> None:
         assert any(k.startswith(part) for k in fa), part
 
 
+#: Ports the tests' rendezvous draw from: below the kernel's ephemeral range (32768 and up by
+#: default), so the system never hands one out by itself (to a connect() or a bind to port 0)
+#: between the check here and the bind of rank 0's store; below torchrun's default 29500 too.
+_PORTS = range(20_000, 29_000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port for a rendezvous, from this pytest worker's own slice of ``_PORTS`` (parallel
+    workers never draw the same one)."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    size = len(_PORTS) // workers
+    first = _PORTS.start + (worker % workers) * size
+    start = random.randrange(size)
+    for offset in range(size):
+        port = first + (start + offset) % size
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or still in TIME_WAIT
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + size - 1}")
 
 
 def become_rank(rank: int, port: int, world_size: int = 2) -> None:
