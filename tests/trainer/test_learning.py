@@ -24,7 +24,7 @@ Measured on 2026-12-06 on the 2-core CPU of docs/benchmarks.md, kNN top-1 with r
 18.2%: MoBY with the SynCo v2 negatives 21.6%, MoBY 21.9%, MoCo v3 21.1%, MoCo v2 21.4%,
 SimCLR 33.9%. The required gain of 2 points leaves room below the smallest (2.9), while a run
 whose weights do not move (zero gradient, a detached loss) gains exactly nothing and fails.
-Each case takes about 35 s of CPU time, kNN included.
+Each case took 36 to 50 s with two pytest workers on that machine, kNN included.
 """
 
 from __future__ import annotations

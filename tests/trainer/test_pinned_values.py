@@ -137,18 +137,9 @@ def test_run_reproduces_pinned_values(tmp_path: Path, name: str, path: str) -> N
     )
     assert online == pytest.approx(online_sum, rel=rel)
     assert queues == pytest.approx(method_sum, rel=rel, abs=1e-9)
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_the_two_paths_pinned_runs_part_by_rounding_only(name: str) -> None:
-    """The pinned runs of the two paths agree as the docstring above says, and they differ."""
-    _, extra, pinned = CASES[name]
-    rel = 3e-4 if "generator" in extra else 1e-4
-    (losses, online, state), (logits_losses, logits_online, logits_state) = (
-        pinned["vectors"],
-        pinned["logits"],
-    )
-    assert logits_losses == pytest.approx(losses, rel=rel)
-    assert logits_online == pytest.approx(online, rel=rel)
-    assert logits_state == pytest.approx(state, rel=rel, abs=1e-9)
-    assert (logits_losses, logits_online) != (losses, online)
+    if path == "logits":  # and the same run as the vector path's, up to float32 rounding
+        apart = 3e-4 if "generator" in extra else 1e-4
+        vector_losses, vector_online, vector_state = pinned["vectors"]
+        assert logged == pytest.approx(vector_losses, rel=apart)
+        assert online == pytest.approx(vector_online, rel=apart)
+        assert queues == pytest.approx(vector_state, rel=apart, abs=1e-9)
